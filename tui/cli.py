@@ -1,0 +1,162 @@
+"""`smallgpt`: the headless CLI (DESIGN 5b). Names here are a contract: add, don't rename.
+
+Argument parsing and error handling live here; each verb's work is in tui/commands/<verb>.py, imported
+only when that verb runs so `smallgpt corpus list` never pays for `import torch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engine.errors import SmallGPTError
+from engine.paths import log_path
+
+log = logging.getLogger("smallgpt")
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number (got {s})")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smallgpt", description="Build small language models from scratch.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    corpus = sub.add_parser("corpus", help="list built-in and catalog corpora, show statistics")
+    csub = corpus.add_subparsers(dest="action", required=True)
+    c = csub.add_parser("list", help="built-in and catalog corpora")
+    c.add_argument("--json", action="store_true")
+    c = csub.add_parser("stats", help="statistics of a corpus")
+    c.add_argument("source", help="built-in name, catalog name, file, folder, glob or http(s) URL")
+    c.add_argument("--json", action="store_true")
+    c = csub.add_parser("show", help="print the first lines of a corpus")
+    c.add_argument("source")
+    c.add_argument("--lines", type=_positive_int, default=20)
+
+    tok = sub.add_parser("tokenizer", help="train or try a tokenizer")
+    tsub = tok.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("train", help="train a tokenizer on a corpus")
+    t.add_argument("--corpus", required=True)
+    t.add_argument("--kind", choices=["char", "word", "bpe"], required=True)
+    t.add_argument("--vocab-size", type=_positive_int)
+    t.add_argument("--out", required=True, help="where to write tokenizer.json")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("encode", help="encode text with a tokenizer")
+    t.add_argument("--tokenizer", required=True)
+    t.add_argument("text")
+    t.add_argument("--json", action="store_true")
+
+    tr = sub.add_parser("train", help="train a GPT or LSTM (foreground, or --detach)")
+    tr.add_argument("--corpus")
+    tr.add_argument("--tokenizer", help="path to a tokenizer.json")
+    tr.add_argument("--tokenizer-kind", choices=["char", "word", "bpe"])
+    tr.add_argument("--vocab-size", type=_positive_int)
+    tr.add_argument("--preset", help="tiny|small|medium|seed19m|lstm|gpt2")
+    tr.add_argument("--config", help="a TOML config ([model], [data], [train]); flags override it")
+    where = tr.add_mutually_exclusive_group()
+    where.add_argument("--run", help="run name under checkpoints/")
+    where.add_argument("--run-dir", help="run directory path")
+    tr.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    tr.add_argument("--detach", action="store_true", help="start in the background and return")
+    for flag, typ in [("--max-steps", _positive_int), ("--batch-size", _positive_int),
+                      ("--block-size", _positive_int), ("--grad-accum", _positive_int), ("--lr", float),
+                      ("--warmup-steps", int), ("--eval-interval", _positive_int),
+                      ("--eval-batches", _positive_int), ("--dropout", float), ("--weight-decay", float),
+                      ("--grad-clip", float), ("--n-layer", _positive_int), ("--n-head", _positive_int),
+                      ("--n-embd", _positive_int), ("--seed", int)]:
+        tr.add_argument(flag, type=typ)
+    tr.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    tr.add_argument("--compile", action="store_true", default=None)
+    tr.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("generate", help="stream text from a run")
+    g.add_argument("run", help="run name under checkpoints/ or a run directory")
+    g.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    g.add_argument("--prompt", default="")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("eval", help="validation loss and perplexity of a run")
+    e.add_argument("run")
+    e.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    e.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("quantize", help="write an int8 checkpoint to RUN/ckpt/int8/")
+    q.add_argument("run")
+    q.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("inspect", help="attention heatmaps and head metrics")
+    i.add_argument("run")
+    i.add_argument("--prompt", required=True)
+    i.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    i.add_argument("--layer", type=int, default=0)
+    i.add_argument("--head", type=int, default=0)
+    i.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("runs", help="list, stop or tail runs")
+    rsub = r.add_subparsers(dest="action", required=True)
+    x = rsub.add_parser("list")
+    x.add_argument("--json", action="store_true")
+    x = rsub.add_parser("stop")
+    x.add_argument("run")
+    x = rsub.add_parser("tail")
+    x.add_argument("run")
+    x.add_argument("--follow", "-f", action="store_true")
+    return p
+
+
+def setup_logging() -> None:
+    path = log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    console = Console(stderr=False, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        module = importlib.import_module(f"tui.commands.{args.verb}")
+        return module.run(args, console) or 0
+    except SmallGPTError as e:
+        log.exception("smallgpt %s failed", args.verb)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug: say so in one line, keep the traceback in the log
+        log.exception("smallgpt %s crashed", args.verb)
+        err.print(f"[bold red]internal error:[/] {escape(f'{type(e).__name__}: {e}')} (traceback in {log_path()})",
+                  soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
