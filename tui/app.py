@@ -1,13 +1,17 @@
-"""smallgpt-tui: the Textual app. (Minimal shell; the TUI issue fills in the tabs.)"""
+"""smallgpt-tui: the Textual app. Header, five tabs, Footer."""
 
 from __future__ import annotations
 
 import argparse
 
 from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Placeholder, TabbedContent, TabPane
+from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-TABS = ("Data", "Tokenizer", "Train", "Generate", "Inspect")
+from tui.tabs.data import DataTab
+from tui.tabs.generate import GenerateTab
+from tui.tabs.inspect import InspectTab
+from tui.tabs.tokenizer import TokenizerTab
+from tui.tabs.train import TrainTab
 
 
 class SmallGPTApp(App):
@@ -17,9 +21,16 @@ class SmallGPTApp(App):
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent():
-            for name in TABS:
-                with TabPane(name, id=name.lower()):
-                    yield Placeholder(name)
+            with TabPane("Data", id="data"):
+                yield DataTab()
+            with TabPane("Tokenizer", id="tokenizer"):
+                yield TokenizerTab()
+            with TabPane("Train", id="train"):
+                yield TrainTab()
+            with TabPane("Generate", id="generate"):
+                yield GenerateTab()
+            with TabPane("Inspect", id="inspect"):
+                yield InspectTab()
         yield Footer()
 
 

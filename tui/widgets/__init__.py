@@ -1,0 +1,1 @@
+"""Reusable widgets: loss chart, heatmap, token stream, runs table."""
