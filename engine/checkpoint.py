@@ -1,0 +1,273 @@
+"""Atomic checkpoints of a run: RUN/ckpt/<which>/{model.safetensors, optim.safetensors, state.json}.
+
+Nothing here is ever unpickled: weights and optimizer tensors are safetensors, everything else is JSON
+(the optimizer's param groups ride in the safetensors metadata; RNG states are base64 of their bytes).
+
+A checkpoint is written into a temp dir inside ckpt/, every file and the dir fsynced, then renamed into
+place. Replacing an existing one renames the old away first, then the new in, then deletes the old, so a
+reader always finds either the complete new checkpoint or the complete previous one (`_find`), even
+after a kill -9 between the two renames. state.json is written last: a dir without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import RunConfig
+from .errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .tokenizer import Tokenizer
+
+CKPT_DIR = "ckpt"
+MODEL_FILE = "model.safetensors"
+OPTIM_FILE = "optim.safetensors"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.toml"
+TOKENIZER_FILE = "tokenizer.json"
+KINDS = ("latest", "best")
+
+
+def checkpoint_dir(run_dir: Path, which: str) -> Path | None:
+    """The complete checkpoint `which` of a run (or the previous one a crash left), or None."""
+    return _find(Path(run_dir) / CKPT_DIR, which)
+
+
+def save_checkpoint(run_dir: Path, which: str, model: "nn.Module", optimizer: "torch.optim.Optimizer | None",
+                    state: dict[str, Any]) -> Path:
+    """Write model, optimizer and state.json atomically to RUN/ckpt/<which>/ and return that path."""
+    from safetensors.torch import save_file, save_model
+
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(root, which)
+    tmp = root / f".tmp-{which}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model_path = tmp / MODEL_FILE
+        # save_model drops the duplicate name of tied weights (the GPT's head shares the embedding).
+        save_model(model, str(model_path), metadata={"format": "pt"})
+        _fsync_file(model_path)
+        if optimizer is not None:
+            tensors, meta = _flatten_optimizer(optimizer.state_dict())
+            save_file(tensors, str(tmp / OPTIM_FILE), metadata={"optim": json.dumps(meta)})
+            _fsync_file(tmp / OPTIM_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        _fsync_file(tmp / STATE_FILE)
+        _fsync_dir(tmp)
+    except Exception as e:  # disk full, permissions: the previous checkpoint stays untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"Could not write the {which} checkpoint in {root} ({e}): free some disk space "
+                              f"or fix permissions, then resume; the previous checkpoint is kept.") from e
+    target = root / which
+    old = root / f".old-{which}-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(root)
+    for p in root.glob(f".old-{which}-*"):  # this one, and any a crashed save left
+        shutil.rmtree(p, ignore_errors=True)
+    return target
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"Checkpoint file {ckpt / STATE_FILE} is unreadable ({e}): "
+                              f"resume from another checkpoint or start a new run.") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"Checkpoint file {ckpt / STATE_FILE} has no step: "
+                              f"resume from another checkpoint or start a new run.")
+    return state
+
+
+def load_weights(model: "nn.Module", path: Path, device: str = "cpu") -> None:
+    """Load model.safetensors into model; a corrupt, truncated or mismatched file names itself."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as st_load_model
+
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file {path} is missing: train the run first or pick another checkpoint.")
+    try:
+        st_load_model(model, str(path), strict=True, device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"Checkpoint file {path} is corrupt or truncated ({e}): "
+                              f"use another checkpoint (latest/best) or retrain.") from None
+    except RuntimeError as e:  # missing/unexpected keys or shape mismatch
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"Checkpoint file {path} does not match the run's model config ({first}): "
+                              f"restore the run's config.toml or start a new run.") from None
+
+
+def load_optimizer(optimizer: "torch.optim.Optimizer", path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["optim"])
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint file {path} is missing: start the run again without --resume.") from None
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"Checkpoint file {path} is corrupt or truncated ({e}): "
+                              f"start the run again without --resume.") from None
+
+
+def load_training_state(run_dir: Path, model: "nn.Module", optimizer: "torch.optim.Optimizer",
+                        device: str = "cpu") -> dict[str, Any]:
+    """Restore model and optimizer from RUN/ckpt/latest for resuming; return its state.json.
+
+    Refuses (ConfigError) when the run's config.toml [model] differs from the one the checkpoint was
+    trained with: the weights could not be loaded into it, or would silently mean something else.
+    """
+    run_dir = Path(run_dir)
+    ckpt = checkpoint_dir(run_dir, "latest")
+    if ckpt is None:
+        raise CheckpointError(f"Run {run_dir} has no checkpoint to resume from: start it without --resume.")
+    state = read_state(ckpt)
+    check_model_config(state.get("model_config", {}), _model_dict(model), run_dir)
+    load_weights(model, ckpt / MODEL_FILE, device)
+    load_optimizer(optimizer, ckpt / OPTIM_FILE)
+    return state
+
+
+def check_model_config(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    """ConfigError naming the changed [model] fields, if any."""
+    changed = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+               if saved.get(k) != current.get(k) and k != "dropout"]  # dropout only shapes training noise
+    if changed:
+        raise ConfigError(f"The model config of run {run_dir} changed since its checkpoint ({', '.join(changed)}): "
+                          f"restore those values to resume, or start a new run.")
+
+
+def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple["nn.Module", RunConfig, "Tokenizer"]:
+    """The model of a run's checkpoint (eval mode), its config and its tokenizer.
+
+    which: "latest", "best" (falls back to latest when no eval has written a best yet) or "int8"
+    (delegated to engine.quantize.load_int8).
+    """
+    from .models import build_model
+    from .tokenizer import Tokenizer
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): pick a run from `smallgpt runs list`.")
+    cfg = RunConfig.load(cfg_path)
+    tok_path = run_dir / TOKENIZER_FILE
+    if not tok_path.is_file():
+        raise CheckpointError(f"Run {run_dir} has no {TOKENIZER_FILE}: copy the tokenizer it was trained with there.")
+    tokenizer = Tokenizer.load(tok_path)
+    if tokenizer.vocab_size != cfg.model.vocab_size:
+        raise CheckpointError(f"The tokenizer {tok_path} has {tokenizer.vocab_size} tokens but the run's model was "
+                              f"trained with {cfg.model.vocab_size}: restore the tokenizer.json the run was trained with.")
+    if which == "int8":
+        from .quantize import load_int8  # the quantizer owns the int8 format
+
+        model = load_int8(run_dir, cfg, device)
+        return model, cfg, tokenizer
+    if which not in KINDS:
+        raise CheckpointError(f"Unknown checkpoint '{which}': use latest, best or int8.")
+    ckpt = checkpoint_dir(run_dir, which) or (checkpoint_dir(run_dir, "latest") if which == "best" else None)
+    if ckpt is None:
+        raise CheckpointError(f"Run {run_dir} has no {which} checkpoint yet: train it (or wait for its first eval).")
+    model = build_model(cfg.model)
+    load_weights(model, ckpt / MODEL_FILE, device)
+    model.to(device).eval()
+    return model, cfg, tokenizer
+
+
+def encode_bytes(t: "torch.Tensor") -> str:
+    """A uint8 tensor (an RNG state) as base64 text for state.json."""
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def decode_bytes(s: str) -> "torch.Tensor":
+    import torch
+
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def _model_dict(model: "nn.Module") -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(model.config)
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+    """optimizer.state_dict() -> (flat tensors "state.<param>.<key>", JSON metadata for everything else)."""
+    import torch
+
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, per_param in sd["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, "torch.Tensor"], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta.get("scalars", {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def _find(root: Path, which: str) -> Path | None:
+    target = root / which
+    if (target / STATE_FILE).is_file():
+        return target
+    # A crash between "rename old away" and "rename new in" leaves only .old-<which>-<pid>: still complete.
+    olds = sorted((p for p in root.glob(f".old-{which}-*") if (p / STATE_FILE).is_file()),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    return olds[0] if olds else None
+
+
+def _clean_leftovers(root: Path, which: str) -> None:
+    """Remove temp dirs of crashed saves; keep an .old dir while it is the only complete copy."""
+    for p in root.glob(f".tmp-{which}-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    if (root / which / STATE_FILE).is_file():
+        for p in root.glob(f".old-{which}-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
