@@ -1,0 +1,120 @@
+"""Run directories: names that cannot escape checkpoints/, the lock that defines "running", statuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import runs
+from engine.config import RunConfig
+from engine.errors import RunError
+
+
+def _run(home: Path, name: str, events: list[dict] | None = None) -> Path:
+    path = home / "checkpoints" / name
+    path.mkdir(parents=True)
+    RunConfig().save(path / "config.toml")
+    if events is not None:
+        with (path / "events.jsonl").open("w") as f:
+            for i, e in enumerate(events):
+                f.write(json.dumps({"step": 0, "time": float(i), "wall": 1000.0 + i, **e}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "../x", "a/../../b", "/etc", ".hidden", "a\\b", "", "x" * 200, "a b"])
+def test_bare_names_cannot_escape_checkpoints(home, bad):
+    with pytest.raises(RunError, match="is not allowed"):
+        runs.run_path(bad)
+
+
+def test_resolve_by_name_and_by_path(home):
+    path = _run(home, "r1")
+    assert runs.resolve_run("r1") == path
+    assert runs.resolve_run(str(path)) == path
+    with pytest.raises(RunError, match="No run 'nope'.*runs list"):
+        runs.resolve_run("nope")
+    with pytest.raises(RunError, match="No run"):
+        runs.resolve_run(str(home))  # a directory that is not a run
+
+
+def test_lock_defines_running_and_refuses_a_second_trainer(home):
+    path = _run(home, "r1")
+    assert not runs.is_running(path)
+    with runs.hold_lock(path):
+        assert runs.is_running(path)
+        assert runs.read_pid(path) is not None
+        with pytest.raises(RunError, match="already being trained by another process"):
+            with runs.hold_lock(path):
+                pass
+    assert not runs.is_running(path)
+    assert not (path / "pid").exists()
+
+
+def test_lock_held_by_another_process(home):
+    path = _run(home, "r1")
+    code = ("import sys, time; from engine.runs import hold_lock\n"
+            f"with hold_lock({str(path)!r}):\n    print('locked', flush=True); time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        assert runs.is_running(path)
+        assert runs.run_info(path).status == "running"
+    finally:
+        proc.kill()
+        proc.wait()
+    # kill -9: the pid file stays behind, but the kernel dropped the lock.
+    assert (path / "pid").exists()
+    assert not runs.is_running(path)
+
+
+def test_stale_pid_file_is_not_running(home):
+    path = _run(home, "r1", [{"event": "start"}, {"event": "step", "step": 5}])
+    (path / "pid").write_text("999999\n")
+    info = runs.run_info(path)
+    assert info.status == "stopped" and info.step == 5
+    with pytest.raises(RunError, match="not running"):
+        runs.stop_run(path)
+
+
+def test_statuses_from_events(home):
+    new = _run(home, "new")
+    finished = _run(home, "finished", [
+        {"event": "start", "params": {"total": 1234}},
+        {"event": "eval", "step": 10, "val_loss": 2.5}, {"event": "eval", "step": 20, "val_loss": 2.1},
+        {"event": "done", "step": 20, "reason": "max_steps"}])
+    stopped = _run(home, "stopped", [{"event": "start"}, {"event": "done", "step": 3, "reason": "stopped"}])
+    failed = _run(home, "failed", [{"event": "start"}, {"event": "error", "step": 4, "message": "loss became nan"}])
+    # A failed attempt followed by a successful resume counts by its last start.
+    resumed = _run(home, "resumed", [{"event": "start"}, {"event": "error", "message": "x"},
+                                     {"event": "start"}, {"event": "done", "step": 9, "reason": "max_steps"}])
+    by_name = {i.name: i for i in runs.list_runs()}
+    assert {n: i.status for n, i in by_name.items()} == {
+        "new": "new", "finished": "finished", "stopped": "stopped", "failed": "failed", "resumed": "finished"}
+    f = by_name["finished"]
+    assert (f.step, f.max_steps, f.best_val_loss, f.params, f.model_kind) == (20, 2000, 2.1, 1234, "gpt")
+    assert by_name["failed"].error == "loss became nan"
+    assert new.exists() and finished.exists() and stopped.exists() and failed.exists() and resumed.exists()
+
+
+def test_tail_reads_events_and_tolerates_a_partial_line(home):
+    path = _run(home, "r1", [{"event": "start"}, {"event": "step", "step": 1, "loss": 3.0}])
+    with (path / "events.jsonl").open("a") as f:
+        f.write('{"event": "step", "st')  # the writer is mid-line
+    assert [e["event"] for e in runs.tail(path)] == ["start", "step"]
+
+
+def test_create_run_refuses_an_existing_run(home):
+    path = _run(home, "r1")
+    with pytest.raises(RunError, match="already holds a run.*--resume"):
+        runs.create_run(RunConfig(), run_dir=path)
+
+
+def test_launch_refuses_a_running_run(home):
+    path = _run(home, "r1")
+    with runs.hold_lock(path):
+        with pytest.raises(RunError, match="already running"):
+            runs.launch(path)
