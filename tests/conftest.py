@@ -13,6 +13,31 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def builtin_cache(tmp_path_factory) -> Path:
+    """One prepared copy of the built-in corpora for the whole session (each takes seconds to extract);
+    subprocesses inherit it through the environment. A SMALLGPT_BUILTIN_CACHE already set wins."""
+    path = Path(os.environ.get("SMALLGPT_BUILTIN_CACHE") or tmp_path_factory.mktemp("builtin-corpora"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SMALLGPT_BUILTIN_CACHE", str(path))
+        yield path
+
+
+SMALL_CORPUS_CHARS = 200_000
+
+
+@pytest.fixture
+def small_corpus(home) -> Path:
+    """A ~200 KB plain-text corpus (the start of python-docs) in the test's home: quick to train on."""
+    from engine.corpora import prepare_builtin
+
+    with prepare_builtin("python-docs").open(encoding="utf-8") as f:
+        text = f.read(SMALL_CORPUS_CHARS)
+    path = home / "small.txt"
+    path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh SMALLGPT_HOME with the project's catalog."""
