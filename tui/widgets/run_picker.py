@@ -1,0 +1,102 @@
+"""RunPicker: choose a run (from engine.runs.list_runs) and one of its checkpoints (latest, best, int8).
+
+Listing runs reads run directories, so it happens in a thread worker; the picker keeps the current
+choice when the list is refreshed and otherwise selects the most recently started run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Select
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = ("best", "latest", "int8")
+
+
+class RunPicker(Horizontal):
+    DEFAULT_CSS = """
+    RunPicker { height: 1; width: 1fr; }
+    RunPicker > #run { width: 1fr; max-width: 48; }
+    RunPicker > #checkpoint { width: 14; margin-left: 1; }
+    """
+
+    class Changed(Message):
+        """The run or checkpoint changed; run_dir is None while no run exists."""
+
+        def __init__(self, picker: "RunPicker", run_dir: Path | None, checkpoint: str) -> None:
+            super().__init__()
+            self.picker = picker
+            self.run_dir = run_dir
+            self.checkpoint = checkpoint
+
+    def __init__(self, checkpoint: str = "best", *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._initial_checkpoint = checkpoint
+        self._kinds: dict[str, str] = {}
+        self._last_active = ""
+
+    def compose(self) -> ComposeResult:
+        yield Select([], prompt="no runs yet: train one in the Train tab", id="run", compact=True)
+        yield Select([(c, c) for c in CHECKPOINTS], value=self._initial_checkpoint, allow_blank=False,
+                     id="checkpoint", compact=True)
+
+    def on_mount(self) -> None:
+        self.refresh_runs()
+        # The Train tab's attached run becomes the default here (SmallGPTApp.active_run).
+        if hasattr(self.app, "active_run"):
+            self.watch(self.app, "active_run", lambda _: self.refresh_runs(), init=False)
+
+    def on_show(self) -> None:
+        self.refresh_runs()  # runs may have been created or finished while another tab was shown
+
+    @property
+    def run_dir(self) -> Path | None:
+        value = self.query_one("#run", Select).value
+        return None if value is Select.NULL else Path(value)
+
+    @property
+    def checkpoint(self) -> str:
+        return str(self.query_one("#checkpoint", Select).value)
+
+    def model_kind(self) -> str:
+        """"gpt" or "lstm" for the selected run ("gpt" when unknown)."""
+        run = self.run_dir
+        return self._kinds.get(str(run), "gpt") if run else "gpt"
+
+    @work(thread=True, exclusive=True, group="list-runs", exit_on_error=False)
+    def refresh_runs(self) -> None:
+        from engine.runs import list_runs
+
+        try:
+            runs = list_runs()
+        except Exception:  # a broken run directory must not take the picker down with it
+            log.exception("listing runs failed")
+            runs = []
+        self.app.call_from_thread(self._set_runs, runs)
+
+    def _set_runs(self, runs: list) -> None:
+        select = self.query_one("#run", Select)
+        self._kinds = {str(r.path): r.model_kind for r in runs}
+        active = str(getattr(self.app, "active_run", "") or "")
+        current = select.value
+        newest_first = sorted(runs, key=lambda r: r.started or 0.0, reverse=True)
+        with select.prevent(Select.Changed):  # re-listing is not a change of choice
+            select.set_options([(f"{r.name} · {r.status} · step {r.step}", str(r.path)) for r in newest_first])
+        if active in self._kinds and active != self._last_active:
+            self._last_active = active
+            select.value = active
+        elif current is not Select.NULL and current in self._kinds:
+            with select.prevent(Select.Changed):
+                select.value = current
+        elif newest_first:
+            select.value = str(newest_first[0].path)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(self, self.run_dir, self.checkpoint))
