@@ -1,41 +1,193 @@
-"""smallgpt-tui: the Textual app. Header, five tabs, Footer."""
+"""smallgpt-tui: the Textual app. Header, five tabs, Footer; keys, help, command palette, settings.
+
+Each tab is a widget class (tui/tabs/<name>.py) mounted in the TabPane of the same id. Tabs share state
+through the app's reactives (corpus, tokenizer_path, val_ratio, active_run), set from the messages in
+tui/messages.py and remembered in the settings file. Nothing here imports torch: the first frame must
+not wait for it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+from functools import partial
+from typing import Iterable
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Header, TabbedContent, TabPane, Tabs
 
+from engine.errors import SmallGPTError
+from engine.paths import log_path
+from tui.messages import CorpusSelected, RunAttached, SplitChanged, TokenizerReady
+from tui.screens import HelpScreen, QuitScreen
+from tui.settings import Settings
 from tui.tabs.data import DataTab
 from tui.tabs.generate import GenerateTab
 from tui.tabs.inspect import InspectTab
 from tui.tabs.tokenizer import TokenizerTab
 from tui.tabs.train import TrainTab
 
+log = logging.getLogger("smallgpt.tui")
+
+# (pane id, title, widget class): the order is the order of the tabs and of the keys 1-5.
+TABS: list[tuple[str, str, type[Widget]]] = [
+    ("data", "Data", DataTab),
+    ("tokenizer", "Tokenizer", TokenizerTab),
+    ("train", "Train", TrainTab),
+    ("generate", "Generate", GenerateTab),
+    ("inspect", "Inspect", InspectTab),
+]
+
 
 class SmallGPTApp(App):
     TITLE = "smallgpt"
-    BINDINGS = [("ctrl+q", "quit", "Quit")]
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        *[Binding(str(i), f"show_tab('{pane}')", f"{title} tab", show=False)
+          for i, (pane, title, _) in enumerate(TABS, 1)],
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("escape", "leave_field", "Leave the field (then 1-5 switch tabs)", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    corpus: reactive[str] = reactive("python-docs", init=False)
+    tokenizer_path: reactive[str] = reactive("", init=False)
+    val_ratio: reactive[float] = reactive(0.1, init=False)
+    active_run: reactive[str] = reactive("", init=False)
+
+    def __init__(self, corpus: str | None = None, settings: Settings | None = None) -> None:
+        super().__init__()
+        self.settings = settings if settings is not None else Settings.load()
+        # Over SSH every animated frame costs bandwidth: no animations unless the user asks for them.
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            self.animation_level = "none"
+        data = self.settings.table("data")
+        self.set_reactive(SmallGPTApp.corpus, corpus or data.get("corpus") or "python-docs")
+        self.set_reactive(SmallGPTApp.val_ratio, float(data.get("val_ratio", 0.1)))
+        tok = self.settings.get("tokenizer", "path", "")
+        self.set_reactive(SmallGPTApp.tokenizer_path, tok if tok and os.path.exists(tok) else "")
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent():
-            with TabPane("Data", id="data"):
-                yield DataTab()
-            with TabPane("Tokenizer", id="tokenizer"):
-                yield TokenizerTab()
-            with TabPane("Train", id="train"):
-                yield TrainTab()
-            with TabPane("Generate", id="generate"):
-                yield GenerateTab()
-            with TabPane("Inspect", id="inspect"):
-                yield InspectTab()
+        with TabbedContent(id="tabs"):
+            for pane, title, cls in TABS:
+                with TabPane(title, id=pane):
+                    yield cls()
         yield Footer()
+
+    def on_mount(self) -> None:
+        theme = self.settings.get("ui", "theme")
+        if theme in self.available_themes:
+            self.theme = theme
+        self.theme_changed_signal.subscribe(self, lambda t: self.settings.update("ui", theme=t.name))
+        self.sub_title = self.corpus
+
+    # ----- shared state -----------------------------------------------------------------------------
+    def on_corpus_selected(self, message: CorpusSelected) -> None:
+        self.corpus = message.source
+        self.sub_title = message.source
+        self.settings.update("data", corpus=message.source)
+
+    def on_split_changed(self, message: SplitChanged) -> None:
+        self.val_ratio = message.val_ratio
+        self.settings.update("data", val_ratio=message.val_ratio)
+
+    def on_tokenizer_ready(self, message: TokenizerReady) -> None:
+        self.tokenizer_path = message.path
+        self.settings.update("tokenizer", path=message.path)
+
+    def on_run_attached(self, message: RunAttached) -> None:
+        self.active_run = message.run_dir
+
+    # ----- errors -----------------------------------------------------------------------------------
+    def report_error(self, error: BaseException) -> None:
+        """A user mistake shows its one sentence; anything else is a bug: a short note, traceback in the log."""
+        if isinstance(error, SmallGPTError):
+            log.info("reported to the user: %s", error, exc_info=error)
+            self.notify(str(error), title="Error", severity="error", markup=False, timeout=10)
+        else:
+            log.error("internal error in the TUI", exc_info=error)
+            self.notify(f"Internal error ({type(error).__name__}), see {log_path()}", title="Error",
+                        severity="error", markup=False, timeout=10)
+
+    # ----- keys, help, palette ----------------------------------------------------------------------
+    def action_show_tab(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
+        self.action_leave_field()
+
+    def action_leave_field(self) -> None:
+        """Focus the active tab itself: its keys work, and digits reach the app (1-5) instead of a field."""
+        widget = self.tab_widget(self.query_one(TabbedContent).active)
+        if widget.can_focus:
+            widget.focus()
+        else:
+            self.query_one(Tabs).focus()
+
+    def tab_widget(self, pane: str) -> Widget:
+        return self.query_one(f"TabPane#{pane}").children[0]
+
+    def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """(section title, [(key, description)]) for the app and each tab, from their BINDINGS."""
+        def keys(bindings: Iterable[Binding]) -> list[tuple[str, str]]:
+            return [(self.get_key_display(b), b.description) for b in bindings if b.description]
+
+        sections = [("Everywhere", keys(Binding.make_bindings(self.BINDINGS))
+                     + [("ctrl+p", "Command palette: every action by name")])]
+        for pane, title, _ in TABS:
+            widget = self.tab_widget(pane)
+            tab_keys = keys(Binding.make_bindings(getattr(type(widget), "BINDINGS", [])))
+            if tab_keys:
+                sections.append((f"{title} tab", tab_keys))
+        return sections
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_sections()))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for pane, title, _ in TABS:
+            yield SystemCommand(f"Go to {title}", f"Show the {title} tab", partial(self.action_show_tab, pane))
+        yield SystemCommand("Keys", "List every key (? or F1)", self.action_help)
+        # Every key a tab declares is also a command, so nothing is reachable only by a key.
+        for pane, title, _ in TABS:
+            widget = self.tab_widget(pane)
+            for b in Binding.make_bindings(getattr(type(widget), "BINDINGS", [])):
+                if b.description:
+                    yield SystemCommand(f"{title}: {b.description}", f"key {self.get_key_display(b)}",
+                                        partial(self._run_tab_action, pane, widget, b.action))
+
+    async def _run_tab_action(self, pane: str, widget: Widget, action: str) -> None:
+        self.query_one(TabbedContent).active = pane
+        await self.run_action(action, widget)
+
+    # ----- quitting ---------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        live = self.query_one(TrainTab).live_runs()
+        if not live:
+            self.exit()
+            return
+
+        def decide(choice: str | None) -> None:
+            if choice is None:
+                return
+            if choice == "stop":
+                self.query_one(TrainTab).stop_runs(live)
+            self.exit()
+
+        self.push_screen(QuitScreen([p.name for p in live]), decide)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="smallgpt-tui")
-    parser.add_argument("--corpus", default="python-docs")
-    parser.parse_args(argv)
-    SmallGPTApp().run()
+    from tui.cli import setup_logging
+
+    parser = argparse.ArgumentParser(prog="smallgpt-tui", description="Terminal workbench for small language models.")
+    parser.add_argument("--corpus", help="corpus to preselect: built-in name, catalog name, path, glob or URL")
+    args = parser.parse_args(argv)
+    setup_logging()
+    SmallGPTApp(corpus=args.corpus).run()
