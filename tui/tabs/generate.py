@@ -1,10 +1,278 @@
-"""The Generate tab (placeholder until its issue lands)."""
+"""The Generate tab: stream text from a run's checkpoint, quantize it, and A/B fp32 against int8.
 
+Generation runs in a thread worker. Tokens are buffered in the worker and posted as one message at
+most every FLUSH_INTERVAL seconds (~30 UI updates a second however fast the model is), and the worker
+checks `is_cancelled` between tokens so Escape stops it at once. In A/B mode the worker runs the fp32
+checkpoint and then the int8 one with the same prompt, seed and settings, so the texts can be compared
+and each speed is measured without the other competing for the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import work
 from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Static
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Input, Label, Static
+from textual.actions import SkipAction
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from engine.errors import ConfigError
+from tui import model_cache
+from tui.tabs.base import EngineTab
+from tui.widgets.prompt_input import PromptInput
+from tui.widgets.run_picker import RunPicker
+from tui.widgets.token_stream import TokenStream
+
+log = logging.getLogger(__name__)
+FLUSH_INTERVAL = 1 / 30
+
+# (input id, label, default, parser): the sampling controls, in the order they are shown.
+_FIELDS: list[tuple[str, str, str, type]] = [
+    ("temperature", "temp", "0.8", float),
+    ("top_k", "top-k", "", int),
+    ("top_p", "top-p", "", float),
+    ("repetition_penalty", "rep", "1.0", float),
+    ("max_new_tokens", "max", "200", int),
+    ("seed", "seed", "0", int),
+]
 
 
-class GenerateTab(Vertical):
+@dataclass
+class GenerationRequest:
+    run_dir: Path
+    checkpoints: list[str]  # one (plain) or two (A/B: fp32 then int8)
+    prompt: str
+    sampling: dict[str, Any]  # SamplingConfig fields; built into one in the worker (torch stays off the UI thread)
+
+
+class TokensArrived(Message):
+    def __init__(self, side: int, tokens: list[tuple[str, float]], count: int, elapsed: float) -> None:
+        super().__init__()
+        self.side, self.tokens, self.count, self.elapsed = side, tokens, count, elapsed
+
+
+class SideStarted(Message):
+    def __init__(self, side: int, title: str) -> None:
+        super().__init__()
+        self.side, self.title = side, title
+
+
+class GenerationEnded(Message):
+    def __init__(self, outcome: str) -> None:
+        super().__init__()
+        self.outcome = outcome  # done | stopped
+
+
+def parse_sampling(values: dict[str, str]) -> dict[str, Any]:
+    """The sampling controls' text as SamplingConfig fields; a bad value raises ConfigError naming it."""
+    out: dict[str, Any] = {}
+    for key, label, _, parser in _FIELDS:
+        raw = values.get(key, "").strip()
+        if raw == "":
+            if key in ("top_k", "top_p"):
+                out[key] = None  # empty means "off"
+                continue
+            raise ConfigError(f"{label} is empty: enter a value.")
+        try:
+            out[key] = parser(raw)
+        except ValueError:
+            kind = "a whole number" if parser is int else "a number"
+            raise ConfigError(f"{label} must be {kind} (got '{raw}').") from None
+    return out
+
+
+def speed_line(count: int, elapsed: float) -> str:
+    rate = count / elapsed if elapsed > 0 else 0.0
+    return f"{count} tok · {rate:,.1f} tok/s"
+
+
+class GenerateTab(EngineTab):
+    TITLE = "Generate"
+    BINDINGS = [
+        Binding("ctrl+g", "generate", "Generate"),
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+b", "toggle_ab", "A/B int8"),
+        Binding("ctrl+t", "quantize", "Quantize"),
+        Binding("ctrl+o", "toggle_colors", "Prob colours"),
+    ]
+    DEFAULT_CSS = """
+    GenerateTab { padding: 0 1; }
+    GenerateTab #gen-prompt { margin: 1 0 0 0; }
+    GenerateTab #gen-params { height: 1; margin: 1 0; }
+    GenerateTab #gen-params Label { margin: 0 1 0 0; color: $text-muted; }
+    GenerateTab #gen-params Input { width: 8; margin: 0 2 0 0; }
+    GenerateTab #gen-outputs { height: 1fr; }
+    GenerateTab #out-b { display: none; margin-left: 1; }
+    GenerateTab.-ab #out-b { display: block; }
+    GenerateTab #gen-status { height: 1; color: $text-muted; }
+    """
+
+    ab_mode: reactive[bool] = reactive(False)
+    running: reactive[bool] = reactive(False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._worker: Worker | None = None
+        self._started = 0.0
+
     def compose(self) -> ComposeResult:
-        yield Static("Generate")
+        yield RunPicker(id="gen-run")
+        yield PromptInput(placeholder="prompt (Enter or ctrl+g generates, Up/Down: history)", id="gen-prompt",
+                          compact=True)
+        with Horizontal(id="gen-params"):
+            for key, label, default, _ in _FIELDS:
+                yield Label(label)
+                yield Input(default, id=f"gen-{key}", compact=True, placeholder="off")
+        with Horizontal(id="gen-outputs"):
+            yield TokenStream("output", id="out-a")
+            yield TokenStream("int8", id="out-b")
+        yield Static("ctrl+g generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8", id="gen-status")
+
+    # -- actions ----------------------------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_generate()
+
+    def action_generate(self) -> None:
+        picker = self.query_one(RunPicker)
+        if picker.run_dir is None:
+            self.notify("No run selected: train one in the Train tab first.", severity="warning")
+            return
+        try:
+            sampling = parse_sampling({k: self.query_one(f"#gen-{k}", Input).value for k, *_ in _FIELDS})
+        except ConfigError as e:
+            self.notify(str(e), severity="error")
+            return
+        prompt_input = self.query_one(PromptInput)
+        prompt_input.commit()
+        if self.ab_mode:
+            fp32 = picker.checkpoint if picker.checkpoint != "int8" else "best"
+            checkpoints = [fp32, "int8"]
+        else:
+            checkpoints = [picker.checkpoint]
+        request = GenerationRequest(picker.run_dir, checkpoints, prompt_input.value, sampling)
+        for stream in self.query(TokenStream):
+            stream.reset(prompt_input.value)
+        self.running = True
+        self._started = time.monotonic()
+        self._set_status(f"generating from {picker.run_dir.name} ({' vs '.join(checkpoints)})…")
+        self._worker = self._generate(request)
+
+    def action_stop(self) -> None:
+        if not self.running or self._worker is None:
+            raise SkipAction()  # nothing to stop: Escape keeps its app-wide meaning (leave the field)
+        self._worker.cancel()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.running  # "Stop" shows in the Footer only while something streams
+        return True
+
+    def watch_running(self) -> None:
+        self.refresh_bindings()
+
+    def action_toggle_ab(self) -> None:
+        self.ab_mode = not self.ab_mode
+
+    def action_toggle_colors(self) -> None:
+        for stream in self.query(TokenStream):
+            stream.color_by_prob = not stream.color_by_prob
+
+    def action_quantize(self) -> None:
+        run_dir = self.query_one(RunPicker).run_dir
+        if run_dir is None:
+            self.notify("No run selected: train one in the Train tab first.", severity="warning")
+            return
+        self._set_status(f"quantizing {run_dir.name} to int8…")
+        self._quantize(run_dir)
+
+    def watch_ab_mode(self, ab: bool) -> None:
+        self.set_class(ab, "-ab")
+        self._set_status("A/B: fp32 (left) vs int8 (right), same seed and settings" if ab else "single output")
+
+    # -- workers ----------------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
+    def _generate(self, request: GenerationRequest) -> None:
+        # Failures propagate: EngineTab turns them into a notification (and the log gets the traceback).
+        worker = get_current_worker()
+        from engine.sampler import SamplingConfig, generate
+
+        cfg = SamplingConfig(**request.sampling)
+        for side, which in enumerate(request.checkpoints):
+            self.post_message(SideStarted(side, f"{request.run_dir.name} · {which} · loading…"))
+            model, _, tokenizer = model_cache.load(request.run_dir, which)
+            self.post_message(SideStarted(side, f"{request.run_dir.name} · {which}"))
+            self._stream(worker, side, generate(model, tokenizer, request.prompt, cfg))
+            if worker.is_cancelled:
+                self.post_message(GenerationEnded("stopped"))
+                return
+        self.post_message(GenerationEnded("done"))
+
+    def _stream(self, worker: Worker, side: int, tokens) -> None:
+        """Drain a token iterator, posting batches at most every FLUSH_INTERVAL seconds."""
+        start = last = time.monotonic()
+        batch: list[tuple[str, float]] = []
+        count = 0
+        for token in tokens:
+            if worker.is_cancelled:
+                break
+            batch.append((token.text, float(token.prob)))
+            count += 1
+            now = time.monotonic()
+            if now - last >= FLUSH_INTERVAL:
+                self.post_message(TokensArrived(side, batch, count, now - start))
+                batch, last = [], now
+        self.post_message(TokensArrived(side, batch, count, time.monotonic() - start))
+
+    @work(thread=True, exclusive=True, group="quantize", exit_on_error=False)
+    def _quantize(self, run_dir: Path) -> None:
+        from engine.quantize import save_int8
+
+        report = save_int8(run_dir)
+        self.app.call_from_thread(self._quantize_done, report)
+
+    def _quantize_done(self, report: dict) -> None:
+        fp32, int8 = report.get("fp32_bytes"), report.get("int8_bytes")
+        sizes = f": {int8 / 1e6:.2f} MB vs {fp32 / 1e6:.2f} MB fp32" if fp32 and int8 else ""
+        self._set_status(f"int8 checkpoint written{sizes}; ctrl+b compares it with fp32")
+        self.notify(f"int8 checkpoint written{sizes}.")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        super().on_worker_state_changed(event)
+        if event.state == WorkerState.ERROR:
+            if event.worker is self._worker:
+                self.running = False
+            self._set_status(f"{event.worker.group} failed (see the notification)")
+
+    # -- messages from the worker -----------------------------------------------------------------------
+
+    def _side(self, side: int) -> TokenStream:
+        return self.query_one("#out-a" if side == 0 else "#out-b", TokenStream)
+
+    def on_side_started(self, message: SideStarted) -> None:
+        self._side(message.side).border_title = message.title
+
+    def on_tokens_arrived(self, message: TokensArrived) -> None:
+        stream = self._side(message.side)
+        stream.append(message.tokens)
+        stream.set_stats(speed_line(message.count, message.elapsed))
+
+    def on_generation_ended(self, message: GenerationEnded) -> None:
+        self.running = False
+        parts = [f"{s.border_title.split(' · ')[-1]}: {s.border_subtitle}" for s in self.query(TokenStream)
+                 if s.display and s.border_subtitle]
+        self._set_status(f"{message.outcome} · " + " | ".join(parts))
+
+    def _set_status(self, text: str) -> None:
+        self.query_one("#gen-status", Static).update(text)

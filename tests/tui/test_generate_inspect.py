@@ -1,0 +1,277 @@
+"""The Generate and Inspect tabs driven end to end through Pilot, with the real engine on a tiny run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_run import make_tiny_run
+from tui.app import SmallGPTApp
+from tui.tabs.generate import GenerateTab, parse_sampling
+from tui.tabs.inspect import InspectTab
+from tui.widgets.heatmap import Heatmap, display_values
+from tui.widgets.prompt_input import PromptInput, load_history
+from tui.widgets.token_stream import TokenStream
+
+
+async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def open_tab(app, pilot, key: str, tab_cls):
+    await pilot.press(key)
+    tab = app.query_one(tab_cls)
+    from tui.widgets.run_picker import RunPicker
+
+    await wait_for(pilot, lambda: tab.query_one(RunPicker).run_dir is not None, what="the run list")
+    return tab
+
+
+def set_field(tab, field: str, value: str) -> None:
+    tab.query_one(f"#gen-{field}").value = value
+
+
+@pytest.fixture
+def run(home) -> Path:
+    return make_tiny_run(home)
+
+
+# ---- Generate --------------------------------------------------------------------------------------
+
+
+async def test_generation_streams_text_and_escape_stops_it(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        set_field(tab, "max_new_tokens", "100000")  # far more than the test waits for
+        tab.query_one(PromptInput).value = "the cat"
+        tab.query_one(PromptInput).focus()
+        await pilot.press("ctrl+g")
+        stream = tab.query_one("#out-a", TokenStream)
+        await wait_for(pilot, lambda: stream.token_count > 20, what="tokens to stream")
+        assert stream.text  # text appears token by token while the worker runs
+        assert tab.running
+        pressed = time.monotonic()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not tab.running, timeout=5, what="the stop")
+        assert time.monotonic() - pressed < 0.5
+        stopped_at = stream.token_count
+        await pilot.pause(0.3)
+        assert stream.token_count == stopped_at < 100000
+        assert "stopped" in str(tab.query_one("#gen-status").render())
+        assert "tok/s" in stream.border_subtitle
+
+
+async def test_same_seed_gives_the_same_text_as_the_engine(run):
+    from engine.checkpoint import load_model
+    from engine.sampler import SamplingConfig, generate_text
+
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        for field, value in [("max_new_tokens", "60"), ("seed", "7"), ("temperature", "0.9"), ("top_k", "5")]:
+            set_field(tab, field, value)
+        tab.query_one(PromptInput).value = "the dog"
+        tab.query_one(PromptInput).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not tab.running and tab.query_one("#out-a", TokenStream).token_count > 0,
+                       what="generation to finish")
+        shown = tab.query_one("#out-a", TokenStream).text
+    model, _, tokenizer = load_model(run, "best")
+    expected = generate_text(model, tokenizer, "the dog",
+                             SamplingConfig(max_new_tokens=60, seed=7, temperature=0.9, top_k=5))
+    assert shown == expected
+    assert load_history()[-1] == "the dog"  # the prompt was remembered
+
+
+async def test_tokens_reach_the_ui_in_coalesced_batches(run, monkeypatch):
+    batches: list[int] = []
+    original = GenerateTab.on_tokens_arrived
+
+    def counting(self, message):
+        batches.append(len(message.tokens))
+        original(self, message)
+
+    monkeypatch.setattr(GenerateTab, "on_tokens_arrived", counting)
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        set_field(tab, "max_new_tokens", "400")
+        tab.query_one(PromptInput).focus()
+        started = time.monotonic()
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: not tab.running and sum(batches) == 400, what="400 tokens")
+        elapsed = time.monotonic() - started
+    # At most ~30 messages a second (plus the final flush), never one per token.
+    assert len(batches) <= elapsed * 30 + 3
+    assert len(batches) < 400
+
+
+async def test_bad_sampling_value_is_one_clear_notification(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        set_field(tab, "temperature", "hot")
+        tab.query_one(PromptInput).focus()
+        await pilot.press("ctrl+g")
+        await pilot.pause(0.1)
+        assert not tab.running
+        assert [n.message for n in app._notifications] == ["temp must be a number (got 'hot')."]
+
+
+def test_parse_sampling_reads_empty_top_k_and_top_p_as_off():
+    values = {"temperature": "0", "top_k": "", "top_p": " ", "repetition_penalty": "1.1",
+              "max_new_tokens": "5", "seed": "3"}
+    assert parse_sampling(values) == {"temperature": 0.0, "top_k": None, "top_p": None,
+                                      "repetition_penalty": 1.1, "max_new_tokens": 5, "seed": 3}
+
+
+async def test_quantize_then_ab_compares_fp32_and_int8(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        set_field(tab, "max_new_tokens", "30")
+        tab.query_one(PromptInput).focus()
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: (run / "ckpt" / "int8").is_dir() and
+                       "int8 checkpoint written" in str(tab.query_one("#gen-status").render()), what="quantize")
+        await pilot.press("ctrl+b")
+        await pilot.press("ctrl+g")
+        a, b = tab.query_one("#out-a", TokenStream), tab.query_one("#out-b", TokenStream)
+        await wait_for(pilot, lambda: not tab.running and b.token_count == 30, what="A/B generation")
+        assert a.token_count == 30 and b.display
+        assert "int8" in b.border_title and "best" in a.border_title
+        assert "tok/s" in a.border_subtitle and "tok/s" in b.border_subtitle
+
+
+# ---- Inspect ---------------------------------------------------------------------------------------
+
+
+async def inspect(app, pilot, prompt: str = "the cat sat on the mat") -> InspectTab:
+    tab = await open_tab(app, pilot, "5", InspectTab)
+    tab.query_one(PromptInput).value = prompt
+    tab.query_one(PromptInput).focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: tab.result is not None, what="the inspection")
+    return tab
+
+
+async def test_inspect_navigation_changes_layer_head_and_the_drawn_matrix(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await inspect(app, pilot)
+        assert (tab.sel_layer, tab.sel_head) == (0, 0)
+        await pilot.press("enter")  # zoom into L0 H0
+        assert tab.zoomed
+        await pilot.pause(0.15)
+        zoom = tab.query_one(Heatmap)
+        before = zoom.values.copy()
+        np.testing.assert_allclose(before, display_values(tab.inspection.attn[0, 0]))
+        await pilot.press("right_square_bracket", "full_stop")
+        assert (tab.sel_layer, tab.sel_head) == (1, 1)
+        await pilot.pause(0.15)  # redraws are throttled to 10 a second
+        np.testing.assert_allclose(zoom.values, display_values(tab.inspection.attn[1, 1]))
+        assert not np.allclose(zoom.values, before)
+        await pilot.press("comma", "left_square_bracket")
+        assert (tab.sel_layer, tab.sel_head) == (0, 0)
+        # Up moves the query token in the zoomed view; `a` averages the layer's heads.
+        last = tab.position
+        await pilot.press("up")
+        assert tab.position == last - 1
+        await pilot.press("a")
+        await pilot.pause(0.15)
+        np.testing.assert_allclose(zoom.values, display_values(tab.inspection.attn[0].mean(axis=0)))
+        await pilot.press("escape")  # back to the grid, where arrows move between layers and heads
+        assert not tab.zoomed
+        await pilot.press("down", "right")
+        assert (tab.sel_layer, tab.sel_head) == (1, 1)
+
+
+async def test_view_toggles_hide_the_sink_and_change_the_scale(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await inspect(app, pilot)
+        await pilot.press("enter", "f", "c")
+        assert tab.hide_first and tab.scale == "sqrt"
+        await pilot.pause(0.15)
+        values = tab.query_one(Heatmap).values
+        assert np.all(values[:, 0] == 0)  # the first key column is hidden
+        np.testing.assert_allclose(values, display_values(tab.inspection.attn[0, 0], hide_first=True, scale="sqrt"))
+
+
+async def test_live_mode_redraws_after_a_new_checkpoint(run):
+    import torch
+
+    from engine import checkpoint
+    from engine.config import RunConfig
+    from engine.models import build_model
+
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await inspect(app, pilot)
+        tab.query_one("#grid").focus()
+        await pilot.press("v")
+        assert tab.live
+        await pilot.pause(0.3)
+        before = tab.inspection.attn.copy()
+        cfg = RunConfig.load(run / "config.toml")
+        torch.manual_seed(123)  # different weights: a "newer" checkpoint from the trainer
+        checkpoint.save_checkpoint(run, "latest", build_model(cfg.model), None, {"step": 5})
+        await wait_for(pilot, lambda: not np.allclose(tab.inspection.attn, before), timeout=10,
+                       what="the live redraw")
+        assert tab.result.checkpoint == "latest"
+
+
+async def test_export_writes_svg_and_npz(run, home):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await inspect(app, pilot)
+        tab.query_one("#grid").focus()
+        await pilot.press("s")
+        await pilot.pause(0.1)
+    svgs = list((home / "exports").glob("*.svg"))
+    npzs = list((home / "exports").glob("*.npz"))
+    assert len(svgs) == 1 and len(npzs) == 1
+    assert svgs[0].read_text().startswith("<svg")
+    data = np.load(npzs[0])
+    assert data["attn"].shape[:2] == (2, 2)
+    assert list(data["tokens"]) == list(tab.inspection.tokens)
+
+
+async def test_lstm_runs_show_hidden_activations(home):
+    make_tiny_run(home, name="lstm", kind="lstm")
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await inspect(app, pilot, "the dog")
+        await pilot.pause(0.15)
+        assert tab.is_lstm and tab.zoomed
+        values = tab.query_one(Heatmap).values
+        assert values.shape == (24, len(tab.inspection.tokens))  # units x time
+
+
+async def test_prompt_history_survives_a_restart(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        set_field(tab, "max_new_tokens", "3")
+        for prompt in ("first", "second"):
+            tab.query_one(PromptInput).value = prompt
+            tab.query_one(PromptInput).focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not tab.running, what="generation")
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        prompt = tab.query_one(PromptInput)
+        prompt.focus()
+        await pilot.press("up")
+        assert prompt.value == "second"
+        await pilot.press("up")
+        assert prompt.value == "first"
