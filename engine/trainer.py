@@ -165,7 +165,7 @@ class _Trainer:
         self.step = 0
 
     # --- events -----------------------------------------------------------------------------------
-    def emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, /, **fields: Any) -> None:  # positional-only: a `kind=` field is allowed
         if self.writer is None:
             return
         record = self.writer.emit(kind, self.step, **fields)
