@@ -43,7 +43,7 @@ TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
 DEFAULT_MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
 # Bump when the built-in extraction changes, so prepared copies and fingerprints are rebuilt.
-_BUILTIN_FORMAT = 1
+_BUILTIN_FORMAT = 2
 _SNIFF_BYTES = 8192
 _DOC_SEPARATOR = "\n\n"
 # Folders of the standard library that hold tests, build helpers or third-party packages, not the library;
@@ -188,7 +188,8 @@ def _iter_jsonl(path: Path, chunk_chars: int) -> Iterator[tuple[str | None, int,
 
 def list_corpora() -> list[CorpusInfo]:
     """The built-ins, then the catalog's named public corpora."""
-    infos = [CorpusInfo(name, "builtin", desc, cached=_builtin_path(name).exists()) for name, desc in BUILTINS.items()]
+    infos = [CorpusInfo(name, "builtin", desc, cached=_builtin_path(name).with_suffix(".version").exists())
+             for name, desc in BUILTINS.items()]
     for name, entry in _catalog().items():
         url = entry["url"]
         infos.append(CorpusInfo(name, "catalog", entry.get("description", ""), url=url,
@@ -307,10 +308,12 @@ def _builtin_version() -> str:
 def prepare_builtin(name: str, progress: Progress | None = None) -> Path:
     """The prepared text file of a built-in corpus, extracted from the standard library on first use."""
     path = _builtin_path(name)
-    if path.exists():
+    stamp = path.with_suffix(".version")  # what made the file: a new extractor or Python prepares it again
+    if path.exists() and stamp.exists() and stamp.read_text() == _builtin_version():
         return path
     pieces = _python_docs(progress) if name == "python-docs" else _python_code(progress)
     _atomic_write_text(path, pieces)
+    _atomic_write_text(stamp, iter([_builtin_version()]))
     if progress:
         progress(1.0, f"prepared {name}")
     return path
@@ -373,7 +376,7 @@ def _python_code(progress: Progress | None) -> Iterator[str]:
     for i, path in enumerate(files):
         text = path.read_bytes().decode("utf-8", errors="replace").strip()
         if text:
-            yield f"# {path.relative_to(root).as_posix()}\n{text}\n{_DOC_SEPARATOR}"
+            yield f"# file: {path.relative_to(root).as_posix()}\n{text}\n{_DOC_SEPARATOR}"
         if progress and i % 20 == 0:
             progress(i / len(files), "collecting sources")
 
@@ -405,13 +408,16 @@ def _download_path(url: str) -> Path:
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib would follow a redirect to ftp://; a corpus download stays on http(s)."""
+    """urllib follows redirects to ftp:// (and words a file:// refusal as a server error); a corpus download
+    stays on http(s) and says why it stopped."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        target = urllib.parse.urljoin(req.full_url, newurl)
+    def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
+        target = urllib.parse.urljoin(req.full_url, headers.get("location") or headers.get("uri") or "")
         if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
             raise CorpusError(f"{req.full_url} redirects to {target}, which is not http(s); refusing to follow it.")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 def download(url: str, sha256: str | None = None, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -517,7 +523,8 @@ def corpus_stats(source: str | Corpus, progress: Progress | None = None) -> Corp
         found = _WORD.findall(block.lower())
         n_words += len(found)
         words.update(found)
-        line_lengths.update(map(len, block.split("\n")))
+        # block is whole lines: a final newline ends the last line rather than starting an empty one
+        line_lengths.update(map(len, block.removesuffix("\n").split("\n")))
 
     tail = ""  # the unfinished last line of the previous chunk: words and lines never straddle a count
     for chunk in corpus.iter_text(progress=progress):
@@ -526,7 +533,7 @@ def corpus_stats(source: str | Corpus, progress: Progress | None = None) -> Corp
         if cut < 0:
             tail = block
             continue
-        count(block[:cut])
+        count(block[:cut + 1])
         tail = block[cut + 1:]
     if tail:
         count(tail)
