@@ -1,0 +1,271 @@
+"""Int8 quantization: per-output-channel int8 weights, per-token int8 activations, int32 accumulation.
+
+Every nn.Linear becomes a QuantLinear: its weight is stored as int8 with one fp32 scale per output
+channel (symmetric, scale = max|w_row| / 127). At run time each input row (token) is quantized the same
+way with its own scale, multiplied with `torch._int_mm` (int8 x int8 -> int32; VNNI on x86 CPUs) and the
+int32 result is rescaled by (row scale x channel scale) to fp32. Where `_int_mm` cannot run (a platform
+without it, or shapes it refuses) the layer dequantizes its weight and does an fp32 matmul instead:
+same numbers up to the activation rounding, only slower. `torch.ao.quantization` is not used.
+
+The output head is tied to the token embedding in both models: the head is quantized like any Linear
+and the embedding becomes a view of the same int8 rows (QuantEmbedding), so the matrix is stored once,
+in int8. What stays fp32: LayerNorms, position embeddings, biases and the LSTM's recurrent weights
+(nn.LSTM runs a fused kernel that int8 weights would have to replace wholesale).
+
+An int8 checkpoint lives in RUN/ckpt/int8/ (model.safetensors with int8 tensors and fp32 scales,
+state.json naming its source checkpoint and holding the report), written by the checkpoint module's
+atomic writer and loaded with `engine.checkpoint.load_model(run_dir, "int8")`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.nn import functional as F
+
+from . import checkpoint as ckpt
+from .config import RunConfig
+from .errors import CheckpointError
+
+INT8 = "int8"
+REPORT_EVAL_TOKENS = 1 << 15  # validation tokens per model in the report: a stable loss in seconds on a CPU
+FORMAT = "smallgpt-int8-v1"
+
+Progress = Callable[[float, str], None]
+
+
+# --- the int8 matmul --------------------------------------------------------------------------------
+# Rows of A that `_int_mm` accepts, per (device type, K, N): 1 (any), 17 (CUDA wants more than 16 rows and
+# K, N multiples of 8: fewer rows are zero-padded) or None (unsupported: dequantize instead).
+_INT_MM_ROWS: dict[tuple[str, int, int], int | None] = {}
+
+
+def int_mm_min_rows(device: torch.device, k: int, n: int) -> int | None:
+    """How many rows `torch._int_mm` needs for a [M, k] x [k, n] product on this device, or None if it cannot
+    run it. Found once per shape by a tiny trial call; the answer is cached."""
+    key = (device.type, k, n)
+    if key not in _INT_MM_ROWS:
+        _INT_MM_ROWS[key] = None
+        b = torch.zeros(n, k, dtype=torch.int8, device=device).t()  # the layout QuantLinear passes
+        for rows in (1, 17):
+            try:
+                torch._int_mm(torch.zeros(rows, k, dtype=torch.int8, device=device), b)
+            except (RuntimeError, NotImplementedError, AttributeError):
+                continue
+            _INT_MM_ROWS[key] = rows
+            break
+    return _INT_MM_ROWS[key]
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 per row: (q int8 [M, K], scale fp32 [M, 1]) with x ~= q * scale.
+
+    An all-zero row gets a tiny scale and quantizes to zeros. |x / scale| <= 127 by construction, so
+    rounding stays in range without a clamp.
+    """
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(x / scale).to(torch.int8), scale
+
+
+def int8_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, min_rows: int) -> Tensor:
+    """x [M, K] fp32 @ (w_q [N, K] int8 * w_scale [N])^T with x quantized per row: fp32 [M, N]."""
+    x_q, x_scale = quantize_rows(x)
+    m = x_q.size(0)
+    if m < min_rows:
+        x_q = F.pad(x_q, (0, 0, 0, min_rows - m))
+    acc = torch._int_mm(x_q, w_q.t())[:m]
+    return acc.to(torch.float32).mul_(x_scale).mul_(w_scale)
+
+
+class QuantLinear(nn.Module):
+    """A drop-in for nn.Linear with int8 weights (buffers `weight_int8` [out, in], `weight_scale` [out])."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "QuantLinear":
+        q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        w = linear.weight.detach().float()
+        w_q, scale = quantize_rows(w)
+        q.weight_int8.copy_(w_q)
+        q.weight_scale.copy_(scale.squeeze(1))
+        if linear.bias is not None:
+            q.bias.copy_(linear.bias.detach().float())
+        return q.to(linear.weight.device)
+
+    def dequantized_weight(self) -> Tensor:
+        return self.weight_int8.to(torch.float32) * self.weight_scale.unsqueeze(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).to(torch.float32)  # bf16 under autocast: quantize from fp32
+        min_rows = int_mm_min_rows(x2.device, self.in_features, self.out_features)
+        if min_rows is None:
+            y = F.linear(x2, self.dequantized_weight(), self.bias)
+        else:
+            y = int8_linear(x2, self.weight_int8, self.weight_scale, min_rows)
+            if self.bias is not None:
+                y += self.bias
+        return y.view(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class QuantEmbedding(nn.Module):
+    """The token embedding of a model whose head is tied to it: rows read from the head's int8 matrix.
+
+    Holds no tensors of its own (the head's buffers are saved once); `weight` materializes the dequantized
+    matrix for code that asks for it (dtype/device of caches), never on the forward path.
+    """
+
+    def __init__(self, head: QuantLinear):
+        super().__init__()
+        self._head = [head]  # a list, so the head is not registered (and saved) a second time under this name
+
+    @property
+    def weight(self) -> Tensor:
+        return self._head[0].dequantized_weight()
+
+    def forward(self, idx: Tensor) -> Tensor:
+        head = self._head[0]
+        return F.embedding(idx, head.weight_int8).to(torch.float32) * head.weight_scale[idx].unsqueeze(-1)
+
+
+def quantize_model(model: nn.Module) -> nn.Module:
+    """Swap every nn.Linear of model for a QuantLinear (in place; returns model), and an embedding tied to
+    a head for a QuantEmbedding reading the head's int8 rows. Other layers are untouched."""
+    embeddings = {id(m.weight): name for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in linears:
+        q = QuantLinear.from_linear(linear)
+        _set_module(model, name, q)
+        tied = embeddings.get(id(linear.weight))
+        if tied is not None:
+            _set_module(model, tied, QuantEmbedding(q))
+    return model.eval()
+
+
+def quantized_names(model: nn.Module) -> dict[str, list[str]]:
+    """{"int8": module names with int8 weights, "fp32": names of the tensors kept in fp32}."""
+    int8 = [n for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))]
+    fp32 = [n for n, t in model.state_dict().items() if t.is_floating_point() and not n.endswith("weight_scale")]
+    return {INT8: int8, "fp32": fp32}
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+def load_int8(run_dir: Path, cfg: RunConfig, device: str = "cpu") -> nn.Module:
+    """The run's int8 model (eval mode), built from its config and RUN/ckpt/int8/ (no pickle)."""
+    from .models import build_model
+
+    path = ckpt.checkpoint_dir(Path(run_dir), INT8)
+    if path is None:
+        raise CheckpointError(f"Run {run_dir} has no int8 checkpoint yet: run `smallgpt quantize {Path(run_dir).name}` first.")
+    state = ckpt.read_state(path)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"Checkpoint {path} is not a {FORMAT} checkpoint: run `smallgpt quantize` again.")
+    ckpt.check_model_config(state.get("model_config", {}), asdict(cfg.model), Path(run_dir))
+    model = quantize_model(build_model(cfg.model))
+    ckpt.load_weights(model, path / ckpt.MODEL_FILE, device)
+    return model.to(device).eval()
+
+
+def save_int8(run_dir: Path, which: str = "best", eval_tokens: int = REPORT_EVAL_TOKENS,
+              progress: Progress | None = None) -> dict[str, Any]:
+    """Quantize the run's `which` checkpoint, write RUN/ckpt/int8/ atomically and return the report:
+    fp32_bytes, int8_bytes, size_ratio, fp32/int8 val loss and perplexity, prefill and decode tokens/s
+    of each, and whether the int8 matmul ran on `_int_mm`."""
+    from .trainer import evaluate_model
+
+    def tell(frac: float, label: str) -> None:
+        if progress is not None:
+            progress(frac, label)
+
+    run_dir = Path(run_dir)
+    tell(0.0, "loading")
+    model, cfg, tokenizer = ckpt.load_model(run_dir, which)
+    source = ckpt.checkpoint_dir(run_dir, which) or ckpt.checkpoint_dir(run_dir, "latest")
+    source_state = ckpt.read_state(source)
+    tell(0.05, "quantizing")
+    qmodel = quantize_model(copy.deepcopy(model))
+
+    report: dict[str, Any] = {"source": str(source)}
+    for frac, name, m in ((0.1, "fp32", model), (0.4, INT8, qmodel)):
+        tell(frac, f"evaluating {name}")
+        ev = evaluate_model(m, cfg, tokenizer, max_tokens=eval_tokens)
+        tell(frac + 0.15, f"timing {name}")
+        speed = measure_speed(m)
+        report[f"{name}_val_loss"] = ev["val_loss"]
+        report[f"{name}_perplexity"] = ev["perplexity"]
+        report[f"{name}_prefill_tokens_per_s"] = speed["prefill_tokens_per_s"]
+        report[f"{name}_decode_tokens_per_s"] = speed["decode_tokens_per_s"]
+    report["eval_tokens"] = ev["tokens"]
+    report["perplexity_delta"] = report["int8_perplexity"] / report["fp32_perplexity"] - 1.0
+    report["int_mm"] = any(int_mm_min_rows(torch.device("cpu"), m.in_features, m.out_features) is not None
+                           for m in qmodel.modules() if isinstance(m, QuantLinear))
+
+    tell(0.9, "writing")
+    names = quantized_names(qmodel)
+    state = {"step": source_state["step"], "format": FORMAT, "source": which, "source_path": str(source),
+             "model_config": asdict(cfg.model), "quantized": names[INT8], "kept_fp32": names["fp32"],
+             "report": report}
+    path = ckpt.save_checkpoint(run_dir, INT8, qmodel, None, state)
+    report["fp32_bytes"] = (source / ckpt.MODEL_FILE).stat().st_size
+    report["int8_bytes"] = (path / ckpt.MODEL_FILE).stat().st_size
+    report["size_ratio"] = report["int8_bytes"] / report["fp32_bytes"]
+    report["path"] = str(path)
+    tell(1.0, "done")
+    return report
+
+
+# --- speed ------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def measure_speed(model: nn.Module, prefill_tokens: int | None = None, decode_tokens: int = 64,
+                  repeats: int = 3, seed: int = 0) -> dict[str, float]:
+    """Tokens/s of a prompt prefill (one `step` over prefill_tokens, default the block size) and of
+    decoding (one `step` per token, greedy, from a one-token prompt), batch 1, best of `repeats` (the least
+    disturbed by other processes on a shared machine)."""
+    cfg = model.config
+    device = next(model.parameters()).device
+    prefill_tokens = min(prefill_tokens or cfg.block_size, cfg.block_size)
+    decode_tokens = min(decode_tokens, cfg.block_size - 1)
+    gen = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(0, cfg.vocab_size, (1, prefill_tokens), generator=gen).to(device)
+
+    def prefill() -> None:
+        model.step(prompt, model.init_state(1))
+
+    def decode() -> None:
+        state, token = model.init_state(1), prompt[:, :1]
+        for _ in range(decode_tokens):
+            logits, state = model.step(token, state)
+            token = logits[:, -1:].argmax(-1)
+
+    prefill()
+    decode()  # warm-up: allocator, kernels, the _int_mm trial calls
+    best_prefill = min(_timed(prefill) for _ in range(repeats))
+    best_decode = min(_timed(decode) for _ in range(repeats))
+    return {"prefill_tokens_per_s": prefill_tokens / best_prefill, "decode_tokens_per_s": decode_tokens / best_decode}
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return max(time.perf_counter() - t0, 1e-9)
