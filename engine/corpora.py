@@ -71,7 +71,7 @@ class Corpus:
     paths: list[Path]  # the files the text comes from, in reading order
     kind: str = "file"  # builtin | catalog | url | file | folder | glob
     warnings: list[str] = field(default_factory=list)  # replaced-bytes warnings, known after a full read
-    _replaced: dict[Path, int] = field(default_factory=dict, repr=False)
+    _replaced: dict[Path, int] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def total_bytes(self) -> int:
