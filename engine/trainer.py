@@ -441,8 +441,7 @@ class _Loop:
         from .sampler import SamplingConfig, generate_text
 
         scfg = SamplingConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, seed=SAMPLE_SEED)
-        with self.autocast():
-            return generate_text(self.model, self.tokenizer, "\n", scfg)
+        return generate_text(self.model, self.tokenizer, "\n", scfg)
 
     def _save(self, which: str) -> None:
         o = self.o

@@ -1,0 +1,202 @@
+"""The trainer: it learns, resumes exactly, stops cleanly, refuses what it cannot do with one sentence."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import checkpoint as ckpt
+from engine import runs
+from engine.config import RunConfig, apply_overrides, preset
+from engine.errors import CheckpointError, ConfigError, RunError
+from engine.events import read_events
+from engine.trainer import lr_at, train
+
+# Small enough for seconds per run on a shared 2-core CPU, big enough to learn something.
+SMALL = {"model": dict(n_layer=2, n_head=2, n_embd=32, block_size=32),
+         "train": dict(batch_size=8, max_steps=12, warmup_steps=3, eval_interval=4, eval_batches=2,
+                       log_interval=1, sample_tokens=16)}
+
+
+def make_run(corpus: Path, name: str = "r", **over: dict) -> Path:
+    tables = {t: {**SMALL.get(t, {}), **over.get(t, {})} for t in ("model", "data", "train")}
+    tables["data"] = {"corpus": str(corpus), "tokenizer_kind": "char", **tables["data"]}
+    return runs.create_run(apply_overrides(preset(over.pop("preset", "tiny") if "preset" in over else "tiny"),
+                                           tables), name=name)
+
+
+def losses(run_dir: Path, kind: str = "step", key: str = "loss") -> dict[int, float]:
+    return {e["step"]: e[key] for e in read_events(run_dir) if e["event"] == kind}
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    lrs = [lr_at(s, 1.0, 0.1, 10, 100) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[100] == pytest.approx(0.1)
+
+
+def test_run_directory_and_events(home, small_corpus):
+    seen: list[str] = []
+    run_dir = make_run(small_corpus)
+    summary = train(run_dir, on_event=lambda e: seen.append(e["event"]))
+    assert {p.name for p in run_dir.iterdir()} >= {"config.toml", "tokenizer.json", "events.jsonl", "train.log",
+                                                    "run.lock", "ckpt"}
+    assert not (run_dir / "pid").exists() and not runs.is_running(run_dir)
+    assert {p.name for p in (run_dir / "ckpt").iterdir()} == {"latest", "best"}
+    events = read_events(run_dir)
+    assert [e["event"] for e in events] == seen
+    assert seen[0] == "start" and seen[-1] == "done" and events[-1]["reason"] == "max_steps"
+    assert seen.count("eval") == 3 and seen.count("sample") == 3 and seen.count("step") == 12
+    start = events[0]
+    assert start["params"]["total"] > 0 and start["device"] == "cpu" and start["resumed_from"] is None
+    assert start["config"]["model"]["vocab_size"] == RunConfig.load(run_dir / "config.toml").model.vocab_size
+    step = next(e for e in events if e["event"] == "step")
+    assert {"loss", "lr", "tokens_per_s", "tokens_seen", "eta_s", "time", "wall"} <= set(step)
+    ev = next(e for e in events if e["event"] == "eval")
+    assert ev["val_perplexity"] == pytest.approx(math.exp(ev["val_loss"]))
+    last_eval = [e for e in events if e["event"] == "eval"][-1]
+    assert summary["steps"] == 12 and summary["val_loss"] == last_eval["val_loss"] and last_eval["step"] == 12
+    assert "start: step 0/12" in (run_dir / "train.log").read_text()
+    # The checkpoint loads back into a model that gives the logged val loss on the same batches.
+    model, cfg, tok = ckpt.load_model(run_dir, "latest")
+    assert cfg.model.vocab_size == tok.vocab_size and not model.training
+    assert runs.run_info(run_dir).status == "finished"
+
+
+def test_evals_use_the_same_batches_every_time(home, small_corpus):
+    """Evals are on pre-drawn fixed batches: with the weights barely moving (lr ~ 0), two evals agree."""
+    run_dir = make_run(small_corpus, train=dict(max_steps=8, eval_interval=4, lr=1e-9, min_lr=0.0, warmup_steps=0))
+    train(run_dir)
+    evals = list(losses(run_dir, "eval", "val_loss").values())
+    assert len(evals) == 2 and evals[0] == pytest.approx(evals[1], abs=1e-4)  # lr ~0: same weights, same batches
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(home, small_corpus):
+    over = dict(model=dict(dropout=0.1), train=dict(max_steps=12, eval_interval=4))  # dropout: RNG must resume too
+    straight = make_run(small_corpus, "straight", **over)
+    train(straight)
+
+    interrupted = make_run(small_corpus, "interrupted", **over)
+
+    def stop_at_6(e: dict) -> None:
+        if e["event"] == "step" and e["step"] == 6:
+            os.kill(os.getpid(), signal.SIGTERM)  # the real signal path: finish the step, checkpoint, exit
+
+    summary = train(interrupted, on_event=stop_at_6)
+    assert summary["reason"] == "stopped" and summary["steps"] == 7
+    events = read_events(interrupted)
+    assert events[-1]["event"] == "done" and events[-1]["reason"] == "stopped"
+    assert runs.run_info(interrupted).status == "stopped"
+    resumed = train(interrupted, resume=True)
+    assert resumed["reason"] == "max_steps" and resumed["steps"] == 12
+    starts = [e for e in read_events(interrupted) if e["event"] == "start"]
+    assert starts[-1]["resumed_from"] == 7
+    a, b = losses(straight), losses(interrupted)
+    assert [a[s] for s in range(8, 13)] == [b[s] for s in range(8, 13)]
+    assert losses(straight, "eval", "val_loss") == losses(interrupted, "eval", "val_loss")
+    # `time` keeps counting across the resume.
+    times = [e["time"] for e in read_events(interrupted)]
+    assert times == sorted(times)
+
+
+def test_resume_refuses_a_changed_model_config(home, small_corpus):
+    run_dir = make_run(small_corpus, train=dict(max_steps=4))
+    train(run_dir)
+    cfg = RunConfig.load(run_dir / "config.toml")
+    cfg.model.n_embd = 64
+    cfg.train.max_steps = 8
+    cfg.save(run_dir / "config.toml")
+    with pytest.raises(ConfigError, match=r"model config .* changed .*n_embd 32 -> 64"):
+        train(run_dir, resume=True)
+    assert runs.run_info(run_dir).status == "finished"  # a refused resume does not mark the run failed
+
+
+def test_starting_over_a_checkpoint_needs_resume(home, small_corpus):
+    run_dir = make_run(small_corpus, train=dict(max_steps=4))
+    train(run_dir)
+    with pytest.raises(RunError, match="already has a checkpoint at step 4.*--resume"):
+        train(run_dir)
+    with pytest.raises(RunError, match="already reached max_steps 4.*--max-steps"):
+        train(run_dir, resume=True)
+
+
+def test_a_second_trainer_on_a_live_run_is_refused(home, small_corpus):
+    run_dir = make_run(small_corpus)
+    with runs.hold_lock(run_dir):  # as a live trainer holds it
+        with pytest.raises(RunError, match="already being trained by another process"):
+            train(run_dir, resume=True)
+
+
+def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(home, small_corpus, monkeypatch):
+    import engine.models
+
+    real_build = engine.models.build_model
+    calls = {"n": 0}
+
+    def poisoned(cfg):
+        model = real_build(cfg)
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] > 6:  # from step 7 on the loss is NaN
+                    return output[0], output[1] * float("nan")
+            return output
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(engine.models, "build_model", poisoned)
+    run_dir = make_run(small_corpus, train=dict(log_interval=2))
+    with pytest.raises(RunError, match="loss became nan at step 8.*last good checkpoint is kept"):
+        train(run_dir)
+    events = read_events(run_dir)
+    assert events[-1]["event"] == "error" and "nan" in events[-1]["message"]
+    assert runs.run_info(run_dir).status == "failed"
+    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
+    assert state["step"] == 4
+    model, _, _ = ckpt.load_model(run_dir, "latest")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_block_size_larger_than_the_validation_split(home, small_corpus):
+    short = home / "short.txt"
+    short.write_text(small_corpus.read_text()[:3000])
+    run_dir = make_run(short, model=dict(block_size=512))
+    with pytest.raises(ConfigError, match="block_size 512 needs at least 513 tokens but the validation split has"):
+        train(run_dir)
+
+
+def test_vocab_mismatch_between_tokenizer_and_checkpoint(home, small_corpus):
+    from engine.tokenizer import train_tokenizer
+    from engine.corpora import load_corpus
+
+    run_dir = make_run(small_corpus, train=dict(max_steps=4))
+    train(run_dir)
+    other = train_tokenizer(load_corpus(str(small_corpus)), "word", 300)
+    other.save(run_dir / "tokenizer.json")
+    with pytest.raises(CheckpointError, match="tokenizer .* has 300 tokens but the run's model was trained with"):
+        ckpt.load_model(run_dir, "best")
+    with pytest.raises(CheckpointError, match="has 300 tokens"):
+        train(run_dir, resume=True)
+
+
+def test_corrupt_checkpoint_is_named_on_load(home, small_corpus):
+    run_dir = make_run(small_corpus, train=dict(max_steps=4))
+    train(run_dir)
+    path = run_dir / "ckpt" / "best" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=str(path)):
+        ckpt.load_model(run_dir, "best")
+
+
+def test_n_embd_must_divide_by_n_head(home, small_corpus):
+    with pytest.raises(ConfigError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
+        make_run(small_corpus, model=dict(n_embd=30, n_head=4))
