@@ -138,7 +138,7 @@ def _metrics_from_maps(maps: np.ndarray, model: nn.Module, induction_len: int, s
 
 
 def heads_event(model: nn.Module, probe: torch.Tensor) -> dict[str, Any] | None:
-    """Fields of the trainer's `heads` event: {"heads": [[{metrics, badge} per head] per layer],
+    """Fields of the trainer's `heads` event: {"layers": [[{metrics, badge} per head] per layer],
     "probe_tokens": T}; None for models without attention (LSTM)."""
     if not _has_attention(model):
         return None
@@ -148,7 +148,7 @@ def heads_event(model: nn.Module, probe: torch.Tensor) -> dict[str, Any] | None:
         metrics = head_metrics(model, probe.reshape(-1))
     finally:
         model.train(was_training)
-    return {"heads": [[m.to_dict() for m in layer] for layer in metrics], "probe_tokens": int(probe.numel())}
+    return {"layers": [[m.to_dict() for m in layer] for layer in metrics], "probe_tokens": int(probe.numel())}
 
 
 # --- a whole inspection ---------------------------------------------------------------------------
@@ -164,14 +164,19 @@ class Inspection:
     topk_probs: np.ndarray  # [T, k]
     entropy: np.ndarray  # [T]: entropy of the next-token distribution, in nats
     attn: np.ndarray | None = None  # GPT: [L, H, T, T]
-    heads: list[list[HeadMetrics]] = field(default_factory=list)  # GPT: per layer and head
+    metrics: list[list[HeadMetrics]] = field(default_factory=list)  # GPT: per layer and head
     lens_ids: np.ndarray | None = None  # GPT: [L + 1, T] top-1 token of each residual (embedding, blocks)
     lens_tokens: list[list[str]] = field(default_factory=list)
     lens_probs: np.ndarray | None = None  # [L + 1, T]
-    hidden: np.ndarray | None = None  # LSTM: last layer's hidden state [units, T]
+    hidden: np.ndarray | None = None  # LSTM: hidden states [layers, T, units] (the model exposes its last layer)
 
-    def to_dict(self, include_attention: bool = False) -> dict[str, Any]:
-        """JSON-ready: tokens, top-k, entropy, head metrics with badges, logit lens (and attention, if asked)."""
+    @property
+    def badges(self) -> list[list[str]]:
+        return [[m.badge for m in layer] for layer in self.metrics]
+
+    def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
+        """JSON-ready: tokens, top-k, entropy, head metrics with badges, logit lens; with include_maps the
+        attention weights (GPT) or hidden states (LSTM) too."""
         d: dict[str, Any] = {
             "kind": self.kind,
             "tokens": self.tokens,
@@ -181,13 +186,15 @@ class Inspection:
             "entropy": [float(e) for e in self.entropy],
         }
         if self.kind == "gpt":
-            d["heads"] = [[m.to_dict() for m in layer] for layer in self.heads]
+            d["heads"] = [[m.to_dict() for m in layer] for layer in self.metrics]
             d["logit_lens"] = [[{"token": s, "prob": float(p)} for s, p in zip(toks, probs)]
                                for toks, probs in zip(self.lens_tokens, self.lens_probs)]
-            if include_attention:
+            if include_maps:
                 d["attention"] = self.attn.tolist()
         else:
             d["hidden_shape"] = list(self.hidden.shape)
+            if include_maps:
+                d["hidden"] = self.hidden.tolist()
         return d
 
 
@@ -222,10 +229,10 @@ def inspect_prompt(model: nn.Module, tokenizer: Any, prompt: str, top_k: int = 5
         topk_ids=top_i.cpu().numpy(), topk_tokens=[[name(i) for i in row] for row in top_i.tolist()],
         topk_probs=top_p.cpu().numpy(), entropy=_entropy(probs).cpu().numpy())
     if out.kind == "lstm":
-        out.hidden = hidden[0].float().T.cpu().numpy()
+        out.hidden = hidden.float().cpu().numpy()  # [1, T, units]: the batch axis stands for the one layer
         return out
     out.attn = torch.stack([a[0] for a in attn]).float().cpu().numpy()
-    out.heads = _metrics_from_maps(out.attn, model, INDUCTION_LEN, INDUCTION_SEED)
+    out.metrics = _metrics_from_maps(out.attn, model, INDUCTION_LEN, INDUCTION_SEED)
     # Logit lens: each residual through the final LayerNorm and head, as if the model stopped there.
     lens_p, lens_i = torch.stack([torch.softmax(model.lens_logits(r)[0].float(), dim=-1) for r in residuals]).max(-1)
     out.lens_ids, out.lens_probs = lens_i.cpu().numpy(), lens_p.cpu().numpy()

@@ -505,11 +505,11 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, tokenizer: Any, max_tokens:
 
 
 def heads_event_fields(model: nn.Module, cfg: RunConfig, probe: torch.Tensor) -> dict[str, Any] | None:
-    """HOOK for the `heads` event at each eval: per layer and head metrics of the GPT on a fixed probe.
+    """The `heads` event at each eval: per layer and head metrics of the GPT on a fixed probe (a validation
+    window, plus the seeded repeated random sequence of the induction score). None for an LSTM."""
+    from .inspection import heads_event
 
-    engine.inspection (head_metrics) fills it; LSTMs have no heads. Returns the event's fields or None.
-    """
-    return None
+    return heads_event(model, probe)
 
 
 @contextmanager
