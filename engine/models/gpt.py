@@ -1,0 +1,214 @@
+"""GPT language model in one readable file, after nanoGPT.
+
+Token + learned position embeddings, n_layer pre-LN blocks (causal self-attention, GELU MLP), a final
+LayerNorm and an output head tied to the token embedding. Module names follow nanoGPT/GPT-2
+(transformer.wte, transformer.h.0.attn.c_attn, ...) so GPT-2 shaped weights map one to one.
+
+Three ways through the same weights:
+- `model(idx, targets)`: training and evaluation, attention by `scaled_dot_product_attention`.
+- `init_state` / `step`: generation with a preallocated KV cache, one forward per new token.
+- `forward_inspect`: an explicit softmax path that returns every layer's attention weights and the
+  residual stream after every block (SDPA returns no weights).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far.
+
+    Preallocated to block_size so a decode step writes in place instead of concatenating; `length`
+    tokens are valid. `GPT.step` updates it in place and returns it.
+    """
+
+    k: list[Tensor]  # per layer [B, n_head, block_size, head_dim]
+    v: list[Tensor]
+    length: int = 0
+
+
+def _causal_mask(t: int, start: int, device: torch.device) -> Tensor:
+    """[t, start + t] bool mask: query i sits at position start + i and sees keys 0 .. start + i."""
+    return torch.ones(t, start + t, dtype=torch.bool, device=device).tril(diagonal=start)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        # Plain nn.Linear layers: the quantizer swaps them for int8 ones.
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        hd = C // self.n_head
+        q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_head, hd).transpose(1, 2)
+        v = v.view(B, T, self.n_head, hd).transpose(1, 2)
+        if kv is not None:
+            # Generation: store this chunk's keys/values, then attend over everything the cache holds.
+            end = start + T
+            kv[0][:, :, start:end] = k
+            kv[1][:, :, start:end] = v
+            k, v = kv[0][:, :, :end], kv[1][:, :, :end]
+
+        dropout = self.dropout if self.training else 0.0
+        att = None
+        if need_weights:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = att.masked_fill(~_causal_mask(T, start, x.device), float("-inf"))
+            att = F.softmax(att, dim=-1)
+            y = F.dropout(att, dropout, self.training) @ v
+        elif start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:
+            # One new token after the cache may see every cached key: no mask at all.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        else:
+            # A chunk after cached tokens: is_causal would align the triangle top-left, so spell it out.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, start, x.device),
+                                               dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), att
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = config.mlp_ratio * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        a, att = self.attn(self.ln_1(x), kv, start, need_weights)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, att
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.n_embd % config.n_head:
+            raise ConfigError(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head}): "
+                              f"pick a width that is a multiple of the head count.")
+        self.config = config
+        # The KV cache holds at most block_size tokens; the sampler slides its window past that.
+        self.max_state_len: int | None = config.block_size
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        # Positions as a buffer, so a decode step slices instead of allocating; not saved with the weights.
+        self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
+
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer), each block adding two to the stream.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _embed(self, idx: Tensor, start: int) -> Tensor:
+        end = start + idx.size(1)
+        if end > self.config.block_size:
+            raise ValueError(f"Positions up to {end} exceed block_size {self.config.block_size}: "
+                             f"feed at most block_size tokens (the sampler slides its window).")
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(self.positions[start:end]))
+
+    def lens_logits(self, residual: Tensor) -> Tensor:
+        """Final LayerNorm + tied head: the model's output layer, applicable to any layer's residual."""
+        return self.lm_head(self.transformer.ln_f(residual))
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Logits [B, T, V] at every position; with targets [B, T], the mean cross entropy (-1 ignored)."""
+        x = self._embed(idx, 0)
+        for block in self.transformer.h:
+            x, _ = block(x)
+        logits = self.lens_logits(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def init_state(self, batch_size: int) -> KVCache:
+        """An empty KV cache for batch_size sequences."""
+        c = self.config
+        w = self.transformer.wte.weight
+        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        return KVCache(k=[torch.zeros(shape, dtype=w.dtype, device=w.device) for _ in range(c.n_layer)],
+                       v=[torch.zeros(shape, dtype=w.dtype, device=w.device) for _ in range(c.n_layer)])
+
+    def step(self, idx: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        """Feed new tokens idx [B, T] after the state.length cached ones: logits [B, T, V] for them.
+
+        Prefill a prompt with T > 1, then decode with T == 1. The cache is updated in place.
+        """
+        start = state.length
+        if idx.size(0) != state.k[0].size(0):
+            raise ValueError(f"Batch of {idx.size(0)} does not match the cache's {state.k[0].size(0)}.")
+        x = self._embed(idx, start)
+        for block, k, v in zip(self.transformer.h, state.k, state.v):
+            x, _ = block(x, (k, v), start)
+        state.length = start + idx.size(1)
+        return self.lens_logits(x), state
+
+    def state_len(self, state: KVCache) -> int:
+        return state.length
+
+    def forward_inspect(self, idx: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """(logits [B,T,V], attention [B,H,T,T] per layer, residual stream [B,T,C] after the embedding
+        and after each block: n_layer + 1 entries). `lens_logits(residuals[-1])` equals the logits."""
+        x = self._embed(idx, 0)
+        attn: list[Tensor] = []
+        residuals = [x]
+        for block in self.transformer.h:
+            x, att = block(x, need_weights=True)
+            attn.append(att)
+            residuals.append(x)
+        return self.lens_logits(x), attn, residuals

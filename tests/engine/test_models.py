@@ -1,0 +1,205 @@
+"""GPT and LSTM: cache == recompute, causality, inspection path, learning, parameter counts, bad configs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from engine.config import ModelConfig, preset
+from engine.errors import ConfigError
+from engine.models import GPT, LSTM, build_model, count_params
+
+V = 23
+
+
+def gpt(**kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="gpt", vocab_size=V, n_layer=2, n_head=4, n_embd=32, block_size=16)
+    return build_model(replace(cfg, **kw)).eval()
+
+
+def lstm(**kw) -> LSTM:
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="lstm", vocab_size=V, n_layer=2, n_head=1, n_embd=32, block_size=16)
+    return build_model(replace(cfg, **kw)).eval()
+
+
+@torch.no_grad()
+def test_gpt_kv_cache_matches_full_recompute_over_100_decode_steps():
+    model = gpt(block_size=128)
+    g = torch.Generator().manual_seed(1)
+    seq = torch.randint(0, V, (2, 10), generator=g)
+    state = model.init_state(2)
+    logits, state = model.step(seq, state)
+    torch.testing.assert_close(logits, model(seq)[0], atol=1e-5, rtol=1e-5)
+    for _ in range(100):
+        nxt = torch.randint(0, V, (2, 1), generator=g)
+        seq = torch.cat([seq, nxt], dim=1)
+        logits, state = model.step(nxt, state)
+        torch.testing.assert_close(logits[:, -1], model(seq)[0][:, -1], atol=1e-5, rtol=1e-5)
+    assert model.state_len(state) == 110
+
+
+@torch.no_grad()
+def test_gpt_chunk_after_cached_tokens_gets_the_right_causal_mask():
+    model = gpt()
+    seq = torch.randint(0, V, (1, 14), generator=torch.Generator().manual_seed(2))
+    state = model.init_state(1)
+    _, state = model.step(seq[:, :5], state)
+    chunk, state = model.step(seq[:, 5:12], state)  # 7 tokens at positions 5..11
+    torch.testing.assert_close(chunk, model(seq[:, :12])[0][:, 5:12], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_gpt_cache_refuses_to_outgrow_block_size():
+    model = gpt(block_size=8)
+    state = model.init_state(1)
+    _, state = model.step(torch.zeros(1, 8, dtype=torch.long), state)
+    with pytest.raises(ValueError, match="block_size 8"):
+        model.step(torch.zeros(1, 1, dtype=torch.long), state)
+    with pytest.raises(ValueError, match="block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("make", [gpt, lstm])
+def test_changing_a_future_token_leaves_past_logits_alone(make):
+    model = make()
+    a = torch.randint(0, V, (1, 16), generator=torch.Generator().manual_seed(3))
+    b = a.clone()
+    b[0, 9] = (a[0, 9] + 1) % V
+    la, lb = model(a)[0], model(b)[0]
+    torch.testing.assert_close(la[:, :9], lb[:, :9], atol=0, rtol=0)
+    assert not torch.allclose(la[:, 9:], lb[:, 9:])
+
+
+@torch.no_grad()
+def test_lstm_carried_state_matches_full_forward():
+    model = lstm()
+    seq = torch.randint(0, V, (2, 40), generator=torch.Generator().manual_seed(4))
+    full = model(seq)[0]
+    state = model.init_state(2)
+    logits, state = model.step(seq[:, :7], state)
+    pieces = [logits]
+    for t in range(7, 40):
+        logits, state = model.step(seq[:, t:t + 1], state)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert model.state_len(state) == 40
+    assert model.max_state_len is None  # no window: the state summarises any length
+
+
+@torch.no_grad()
+def test_gpt_forward_inspect_matches_forward_and_returns_causal_attention():
+    model = gpt()
+    idx = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(5))
+    logits, attn, residuals = model.forward_inspect(idx)
+    torch.testing.assert_close(logits, model(idx)[0], atol=1e-5, rtol=1e-5)
+    assert len(attn) == 2 and len(residuals) == 3
+    for a in attn:
+        assert a.shape == (2, 4, 12, 12)
+        torch.testing.assert_close(a.sum(-1), torch.ones(2, 4, 12))
+        assert torch.all(a.triu(diagonal=1) == 0)
+        assert torch.all(a.diagonal(dim1=-2, dim2=-1)[..., 1:] < 1)  # rows really mix positions
+    assert all(r.shape == (2, 12, 32) for r in residuals)
+    torch.testing.assert_close(model.lens_logits(residuals[-1]), logits, atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_lstm_forward_inspect_returns_last_layer_hidden_states():
+    model = lstm()
+    idx = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(6))
+    logits, hidden = model.forward_inspect(idx)
+    torch.testing.assert_close(logits, model(idx)[0])
+    assert hidden.shape == (2, 12, 32)
+    assert hidden.abs().max() < 1  # h = o * tanh(c)
+
+
+@pytest.mark.parametrize("make,lr", [(gpt, 1e-2), (lstm, 3e-2)])  # the LSTM wants a larger step
+def test_a_tiny_model_overfits_a_fixed_batch(make, lr):
+    model = make(dropout=0.1).train()
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(0, V, (4, 16), generator=g)
+    y = torch.roll(x, -1, dims=1)
+    y[:, -1] = -1  # ignored position
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    first = None
+    for _ in range(60):
+        _, loss = model(x, y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 2.5  # about ln(23) = 3.1 at initialisation
+    model.eval()
+    assert model(x, y)[1].item() < 0.3
+
+
+def test_ignore_index_positions_do_not_count():
+    model = gpt()
+    x = torch.randint(0, V, (1, 8), generator=torch.Generator().manual_seed(8))
+    y = x.clone()
+    half = y.clone()
+    half[:, 4:] = -1
+    logits, _ = model(x)
+    expected = torch.nn.functional.cross_entropy(logits[0, :4], y[0, :4])
+    torch.testing.assert_close(model(x, half)[1], expected)
+
+
+def test_output_head_is_tied_to_the_token_embedding():
+    g, l_ = gpt(), lstm()
+    assert g.lm_head.weight is g.transformer.wte.weight
+    assert l_.lm_head.weight is l_.wte.weight
+
+
+def _gpt_params(v: int, c: int, layers: int, block: int, ratio: int) -> tuple[int, int]:
+    """(total, non_embedding) from the shapes, biases included, head tied."""
+    block_params = (2 * 2 * c                  # ln_1, ln_2
+                    + c * 3 * c + 3 * c        # c_attn
+                    + c * c + c                # attn c_proj
+                    + c * ratio * c + ratio * c  # c_fc
+                    + ratio * c * c + c)       # mlp c_proj
+    total = v * c + block * c + layers * block_params + 2 * c
+    return total, total - block * c
+
+
+@pytest.mark.parametrize("name,vocab", [("tiny", 65), ("small", 65), ("medium", 65), ("seed19m", 8192),
+                                        ("gpt2", 50304)])
+def test_preset_parameter_counts_match_the_formula(name, vocab):
+    m = preset(name).model
+    cfg = replace(m, vocab_size=vocab)
+    with torch.device("meta"):  # shapes only: gpt2 is 124M parameters
+        model = build_model(cfg)
+    total, non_embedding = _gpt_params(vocab, m.n_embd, m.n_layer, m.block_size, m.mlp_ratio)
+    assert count_params(model) == {"total": total, "non_embedding": non_embedding}
+
+
+def test_known_preset_sizes():
+    with torch.device("meta"):
+        medium = count_params(build_model(replace(preset("medium").model, vocab_size=65)))
+        gpt2 = count_params(build_model(replace(preset("gpt2").model, vocab_size=50304)))
+    assert 12.4e6 < medium["non_embedding"] < 12.5e6  # the nanoGPT comparison shape
+    assert 124.3e6 < gpt2["total"] < 124.5e6  # nanoGPT's GPT-2 small with the padded vocab
+
+
+def test_lstm_parameter_count():
+    with torch.device("meta"):
+        model = build_model(replace(preset("lstm").model, vocab_size=65))
+    h, layers = 512, 2
+    lstm_params = layers * (4 * h * (h + h) + 2 * 4 * h)  # W_ih, W_hh and two bias vectors per layer
+    total = 65 * h + lstm_params + 65  # tied head keeps only its bias
+    assert count_params(model) == {"total": total, "non_embedding": total}
+
+
+def test_n_embd_not_divisible_by_n_head_is_refused_in_one_sentence():
+    with pytest.raises(ConfigError, match=r"n_embd \(384\) must be divisible by n_head \(7\)"):
+        build_model(ModelConfig(vocab_size=65, n_embd=384, n_head=7))
+
+
+def test_bad_kind_and_missing_vocab_are_refused():
+    with pytest.raises(ConfigError, match="vocab_size must be positive"):
+        build_model(ModelConfig(vocab_size=0))
+    with pytest.raises(ConfigError, match="model.kind must be one of gpt, lstm"):
+        build_model(ModelConfig(kind="rnn", vocab_size=65))
