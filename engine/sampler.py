@@ -1,0 +1,186 @@
+"""Text generation: greedy, temperature, top-k, top-p, repetition penalty, stop strings and EOS, seeded.
+
+`generate` is an iterator: the prompt is prefilled through the model's `step` once, then each new token
+costs one `step` (GPT: KV cache; LSTM: carried (h, c)). When a GPT's cache would outgrow block_size the
+window slides: a fresh state is prefilled with the last block_size // 2 tokens of the context.
+
+Text pieces are decoded incrementally: the whole generated id list is decoded and the new suffix emitted,
+held back while it ends in an incomplete UTF-8 character (U+FFFD) or in what may be the start of a stop
+string, so "".join(pieces) == tokenizer.decode(ids) (cut before the stop string when one appears).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+
+class TokenizerLike(Protocol):
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 200
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int | None = None  # above the vocab size it is clamped
+    top_p: float | None = None
+    repetition_penalty: float = 1.0  # > 1 discourages ids already in the context (CTRL)
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError with one sentence for the first invalid field."""
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be a whole number >= 0 (got {self.max_new_tokens!r}).")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, 0 meaning greedy (got {self.temperature!r}).")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"top_k must be a whole number >= 1, or unset to keep every token (got {self.top_k!r}).")
+        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ConfigError(f"top_p must be in (0, 1], or unset to keep every token (got {self.top_p!r}).")
+        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
+                and self.repetition_penalty > 0):
+            raise ConfigError(f"repetition_penalty must be a number > 0, 1 meaning none "
+                              f"(got {self.repetition_penalty!r}).")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError(f"stop must be a list of non-empty strings (got {self.stop!r}).")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be a whole number (got {self.seed!r}).")
+
+
+@dataclass
+class GeneratedToken:
+    id: int
+    text: str  # its piece of the output; "" while a multi-byte character is still incomplete
+    prob: float  # the model's probability of this token (softmax of the raw logits, before any sampling rule)
+
+
+def _pick(logits: Tensor, seen: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> tuple[int, float]:
+    """Choose the next id from one position's logits [V]; returns (id, the model's probability of it)."""
+    model_probs = torch.softmax(logits.float(), dim=-1)
+    logits = logits.float()
+    if cfg.repetition_penalty != 1.0:
+        # CTRL: shrink the logits of seen ids towards less likely, whatever their sign.
+        penalized = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
+        logits = torch.where(seen, penalized, logits)
+    if cfg.temperature == 0:
+        i = int(torch.argmax(logits))
+        return i, float(model_probs[i])
+    logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.numel():
+        # Keep exactly k ids (a threshold on the k-th value would let ties through).
+        values, keep = torch.topk(logits, cfg.top_k)
+        logits = torch.full_like(logits, float("-inf")).scatter_(0, keep, values)
+    probs = torch.softmax(logits, dim=-1)
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        # The smallest set of most likely ids whose mass reaches top_p: an id stays if the mass before it < p.
+        sorted_probs, order = torch.sort(probs, descending=True)
+        drop = (torch.cumsum(sorted_probs, dim=0) - sorted_probs) >= cfg.top_p
+        probs = probs.scatter(0, order[drop], 0.0)
+    i = int(torch.multinomial(probs, 1, generator=generator))
+    return i, float(model_probs[i])
+
+
+def _holdback(text: str, start: int, stops: list[str]) -> int:
+    """Where the safe-to-emit part of text ends: before a trailing incomplete character (U+FFFD) and
+    before a suffix that could grow into a stop string. Never before start (text already emitted)."""
+    end = len(text)
+    while end > start and text[end - 1] == "\ufffd":
+        end -= 1
+    held = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, end - start), held, -1):
+            if text.endswith(s[:k], 0, end):
+                held = k
+                break
+    return end - held
+
+
+def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingConfig) -> Iterator[GeneratedToken]:
+    """Stream up to cfg.max_new_tokens tokens after prompt (an empty prompt starts from EOS).
+
+    Stops at EOS (not yielded) or when a stop string appears (the text before it is emitted). Puts the
+    model in eval mode while it runs and restores its mode after. Deterministic for a given cfg.seed.
+    """
+    cfg.validate()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    context = tokenizer.encode(prompt) or [tokenizer.eos_id]
+    limit: int | None = model.max_state_len
+    state = model.init_state(1)
+
+    @torch.inference_mode()
+    def feed(new: list[int]) -> Tensor:
+        """Advance the state by the new ids (already appended to context); logits after the last one."""
+        nonlocal state
+        if limit is not None and model.state_len(state) + len(new) > limit:
+            # Slide: restart from the tail of the context. A whole prompt keeps up to block_size tokens;
+            # during decoding half a block is kept, so a re-prefill happens once per block_size // 2 tokens.
+            state = model.init_state(1)
+            new = context[-max(len(new), limit // 2, 1):][-limit:]
+        logits, state = model.step(torch.tensor([new], dtype=torch.long, device=device), state)
+        return logits[0, -1]
+
+    @torch.inference_mode()
+    def pick(logits: Tensor) -> tuple[int, float]:
+        return _pick(logits, seen, cfg, generator)
+
+    if cfg.max_new_tokens == 0:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        generated: list[int] = []
+        pending: list[tuple[int, float]] = []  # generated tokens whose text is not yet emitted
+        emitted = 0  # characters of the decoded text already yielded
+        logits = feed(context)
+        # Sized by the model's vocab, which may be padded beyond the tokenizer's (gpt2: 50304).
+        seen = torch.zeros(logits.numel(), dtype=torch.bool, device=device)
+        seen[torch.tensor(context, device=device)] = True
+        for n in range(cfg.max_new_tokens):
+            token, prob = pick(logits)
+            if token == tokenizer.eos_id:
+                break
+            generated.append(token)
+            pending.append((token, prob))
+            seen[token] = True
+            text = tokenizer.decode(generated)
+            hits = [i for i in (text.find(s, emitted) for s in cfg.stop) if i >= 0]
+            end = min(hits) if hits else _holdback(text, emitted, cfg.stop)
+            if hits or end > emitted:
+                yield from _flush(pending, text[emitted:end])
+                pending, emitted = [], end
+            if hits:
+                return
+            if n + 1 < cfg.max_new_tokens:
+                context.append(token)
+                logits = feed([token])
+        if pending:
+            yield from _flush(pending, tokenizer.decode(generated)[emitted:])
+    finally:
+        model.train(was_training)
+
+
+def _flush(pending: list[tuple[int, float]], text: str) -> Iterator[GeneratedToken]:
+    """Yield the pending tokens, the last carrying the text they completed together."""
+    for i, (token, prob) in enumerate(pending):
+        yield GeneratedToken(id=token, text=text if i == len(pending) - 1 else "", prob=prob)
+
+
+def generate_text(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingConfig) -> str:
+    """The non-streamed call: the generated text (the prompt not included)."""
+    return "".join(t.text for t in generate(model, tokenizer, prompt, cfg))
