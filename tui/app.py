@@ -86,6 +86,7 @@ class SmallGPTApp(App):
             self.theme = theme
         self.theme_changed_signal.subscribe(self, lambda t: self.settings.update("ui", theme=t.name))
         self.sub_title = self.corpus
+        self.call_after_refresh(self.action_leave_field)
 
     # ----- shared state -----------------------------------------------------------------------------
     def on_corpus_selected(self, message: CorpusSelected) -> None:

@@ -65,10 +65,9 @@ class DataTab(EngineTab):
                 yield Static(id="data-status")
             with VerticalScroll(id="data-view"):
                 yield Static(id="corpus-title")
-                with Horizontal(id="corpus-numbers"):
-                    yield DataTable(id="corpus-stats", show_cursor=False)
-                    yield Histogram("Line lengths (chars)", id="line-hist")
+                yield DataTable(id="corpus-stats", show_cursor=False)
                 yield Histogram("Most frequent characters", id="char-hist")
+                yield Histogram("Line lengths (chars)", id="line-hist")
                 yield Label("Preview", classes="section")
                 yield Static(id="corpus-preview")
 
@@ -92,7 +91,7 @@ class DataTab(EngineTab):
         options = self.query_one("#corpus-list", OptionList)
         options.clear_options()
         for c in corpora:
-            label = Text.assemble((c.name, "bold"), f"  {c.kind}\n", (c.description, "dim"))
+            label = Text.assemble((c.name, "bold"), (f"  {c.kind}", "dim"))
             options.add_option(Option(label, id=c.name))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

@@ -163,9 +163,9 @@ class TrainTab(EngineTab):
                         yield Input(placeholder="automatic", compact=True, id="run-name")
                 yield Static(id="form-error", classes="field-error")
                 with Horizontal(id="train-buttons"):
-                    yield Button("Start ^s", id="start", variant="success", compact=True)
-                    yield Button("Stop ^t", id="stop", variant="error", compact=True, disabled=True)
-                    yield Button("Resume ^r", id="resume", compact=True, disabled=True)
+                    yield Button("Start", id="start", variant="success", compact=True)
+                    yield Button("Stop", id="stop", variant="error", compact=True, disabled=True)
+                    yield Button("Resume", id="resume", compact=True, disabled=True)
             with Vertical(id="train-monitor"):
                 yield Static("No run followed: fill the form and press Start (ctrl+s).", id="run-status")
                 yield ProgressBar(id="run-progress", show_eta=False)
