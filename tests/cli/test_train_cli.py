@@ -1,0 +1,120 @@
+"""`smallgpt train | generate | eval | runs` as real commands in a subprocess, on a small corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, cli_env
+from engine import runs
+from engine.events import read_events
+
+# Tiny shapes and a few steps: each command is seconds, mostly interpreter and torch start-up.
+FAST = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
+        "--eval-interval", "5", "--eval-batches", "2", "--warmup-steps", "2"]
+
+
+def smallgpt(home, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = cli_env(home)
+    env["OMP_NUM_THREADS"] = "1"  # tiny models on a shared 2-core box: one thread avoids spin-wait stalls
+    return subprocess.run([str(BIN / "smallgpt"), *args], capture_output=True, text=True, env=env, cwd=home,
+                          timeout=timeout)
+
+
+def one_json(r: subprocess.CompletedProcess) -> dict:
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_train_generate_eval_and_list(home, small_corpus):
+    s = one_json(smallgpt(home, "train", "--corpus", str(small_corpus), "--tokenizer-kind", "char",
+                          "--run", "r1", "--max-steps", "10", *FAST, "--json"))
+    for key in ("run_dir", "steps", "train_loss", "val_loss", "tokens_per_s", "params"):
+        assert s[key] is not None, key
+    assert s["steps"] == 10 and s["params"] > 0 and s["val_loss"] < 10
+    run_dir = home / "checkpoints" / "r1"
+    assert s["run_dir"] == str(run_dir)
+    cfg_text = (run_dir / "config.toml").read_text()
+    assert "n_embd = 32" in cfg_text and "max_steps = 10" in cfg_text  # flags won over the preset, and were saved
+
+    g = one_json(smallgpt(home, "generate", "r1", "--max-new-tokens", "12", "--seed", "3", "--json"))
+    assert g["tokens"] <= 12 and isinstance(g["text"], str) and g["tokens_per_s"] > 0
+    again = one_json(smallgpt(home, "generate", "r1", "--max-new-tokens", "12", "--seed", "3", "--json"))
+    assert again["text"] == g["text"]  # seeded
+    streamed = smallgpt(home, "generate", str(run_dir), "--max-new-tokens", "12", "--seed", "3", "--prompt", "")
+    assert streamed.returncode == 0 and streamed.stdout.rstrip("\n") == g["text"].rstrip("\n")
+
+    e = one_json(smallgpt(home, "eval", "r1", "--json"))
+    assert set(e) >= {"val_loss", "perplexity", "tokens"} and e["tokens"] > 0
+    assert abs(e["val_loss"] - s["val_loss"]) < 0.5  # full split vs the fixed eval batches: close
+
+    listed = one_json(smallgpt(home, "runs", "list", "--json"))["runs"]
+    assert [(r["name"], r["status"], r["step"]) for r in listed] == [("r1", "finished", 10)]
+
+
+@pytest.mark.slow
+def test_detached_run_survives_its_parent_and_stops_cleanly(home, small_corpus):
+    r = one_json(smallgpt(home, "train", "--corpus", str(small_corpus), "--run", "bg", "--max-steps", "100000",
+                          *FAST, "--detach", "--json"))
+    run_dir = home / "checkpoints" / "bg"
+    assert r["detached"] and r["run_dir"] == str(run_dir)
+    # The `smallgpt` parent has exited; the trainer lives on in its own session.
+    deadline = time.monotonic() + 120
+    while not [e for e in read_events(run_dir) if e["event"] == "step" and e["step"] >= 6]:
+        assert time.monotonic() < deadline, (run_dir / "train.log").read_text()
+        time.sleep(0.3)
+    assert runs.is_running(run_dir) and runs.run_info(run_dir).status == "running"
+    assert runs.read_pid(run_dir) == r["pid"]
+
+    live = smallgpt(home, "train", "--run", "bg", "--resume")
+    assert "already running" in error_line(live)
+
+    stop = smallgpt(home, "runs", "stop", "bg")
+    assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stderr
+    events = read_events(run_dir)
+    assert events[-1]["event"] == "done" and events[-1]["reason"] == "stopped"
+    assert runs.run_info(run_dir).status == "stopped" and not (run_dir / "pid").exists()
+    from engine.checkpoint import checkpoint_dir, load_model, read_state
+
+    assert read_state(checkpoint_dir(run_dir, "latest"))["step"] == events[-1]["step"]
+    model, _, _ = load_model(run_dir, "latest")  # SIGTERM left a loadable checkpoint
+    tail = smallgpt(home, "runs", "tail", "bg")
+    assert tail.returncode == 0 and "done" in tail.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "Unknown preset 'nope'"),
+    (["--n-embd", "30", "--n-head", "4"], "n_embd (30) must be divisible by n_head (4)"),
+    (["--run", "../escape"], "Run name '../escape' is not allowed"),
+    (["--resume"], "--resume needs the run to continue"),
+    (["--resume", "--run", "ghost"], "No run 'ghost'"),
+])
+def test_train_bad_input_is_one_clear_line(home, args, message):
+    assert message in error_line(smallgpt(home, "train", *args))
+
+
+@pytest.mark.slow
+def test_resume_with_a_changed_model_is_refused(home, small_corpus):
+    one_json(smallgpt(home, "train", "--corpus", str(small_corpus), "--run", "r", "--max-steps", "5", *FAST, "--json"))
+    line = error_line(smallgpt(home, "train", "--run", "r", "--resume", "--n-embd", "64"))
+    assert "changed since its checkpoint (n_embd 32 -> 64)" in line
+    more = one_json(smallgpt(home, "train", "--run", "r", "--resume", "--max-steps", "8", "--json"))
+    assert more["steps"] == 8
+    starts = [e for e in read_events(home / "checkpoints" / "r") if e["event"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [None, 5]
+
+
+def test_generate_from_a_missing_run(home):
+    assert "No run 'nope'" in error_line(smallgpt(home, "generate", "nope"))

@@ -1,0 +1,140 @@
+"""`smallgpt train`: resolve the config (preset, then --config TOML, then flags), create or resume a run,
+then train in the foreground with a Rich progress bar, or launch it detached."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from engine import runs
+from engine.config import PRESETS, RunConfig, apply_overrides, dumps_toml, load_toml, preset
+from engine.errors import ConfigError, RunError
+
+# CLI flag (argparse dest) -> config table. The key inside the table is the dest itself.
+FLAG_TABLES: dict[str, str] = {
+    "corpus": "data", "tokenizer": "data", "tokenizer_kind": "data", "vocab_size": "data",
+    "block_size": "model", "dropout": "model", "n_layer": "model", "n_head": "model", "n_embd": "model",
+    "max_steps": "train", "batch_size": "train", "grad_accum": "train", "lr": "train", "warmup_steps": "train",
+    "eval_interval": "train", "eval_batches": "train", "weight_decay": "train", "grad_clip": "train",
+    "seed": "train", "dtype": "train", "device": "train", "compile": "train",
+}
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    for dest, table in FLAG_TABLES.items():
+        value = getattr(args, dest, None)
+        if dest == "tokenizer" and value:
+            value = str(Path(value).expanduser().resolve())  # the run may be trained from another cwd
+        out[table][dest] = value
+    return out
+
+
+def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """base (a resumed run's config) or the preset (default tiny), then --config, then flags."""
+    if base is None:
+        cfg = preset(args.preset or "tiny")
+    else:
+        cfg = base
+        if args.preset:
+            if args.preset not in PRESETS:
+                preset(args.preset)  # raises the unknown-preset error
+            cfg = apply_overrides(cfg, PRESETS[args.preset])
+    if args.config:
+        cfg = apply_overrides(cfg, load_toml(Path(args.config)))
+    return apply_overrides(cfg, flag_overrides(args)).validate()
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    # With --json, stdout carries only the final JSON object: everything human goes to stderr.
+    out = Console(stderr=True, highlight=False) if args.json else console
+    run_dir = Path(args.run_dir).expanduser() if args.run_dir else runs.run_path(args.run) if args.run else None
+    if args.resume:
+        if run_dir is None:
+            raise ConfigError("--resume needs the run to continue: pass --run NAME or --run-dir DIR.")
+        run_dir = runs.resolve_run(run_dir if args.run_dir else args.run)
+        old = RunConfig.load(run_dir / "config.toml")
+        cfg = resolve_config(args, base=old)
+        from engine.checkpoint import check_model_config
+
+        check_model_config(asdict(old.model), asdict(cfg.model), run_dir)
+        if runs.is_running(run_dir):
+            raise RunError(f"Run {run_dir} is already running: follow it with `smallgpt runs tail {run_dir} -f`.")
+        cfg.save(run_dir / "config.toml")
+    else:
+        cfg = resolve_config(args)
+        with out.status("preparing the run (tokenizer)..."):
+            run_dir = runs.create_run(cfg, name=args.run, run_dir=run_dir)
+        cfg = RunConfig.load(run_dir / "config.toml")
+    out.print(f"[bold]run[/] {escape(str(run_dir))}")
+    out.print(escape(dumps_toml(cfg.to_dict()).rstrip()), style="dim")
+
+    if args.detach:
+        pid = runs.launch(run_dir, resume=args.resume)
+        if args.json:
+            console.print_json(json.dumps({"run_dir": str(run_dir), "pid": pid, "detached": True}))
+        else:
+            out.print(f"started in the background (pid {pid}); follow it with "
+                      f"[bold]smallgpt runs tail {escape(str(run_dir))} -f[/], stop it with "
+                      f"[bold]smallgpt runs stop {escape(str(run_dir))}[/]")
+        return 0
+
+    from engine.trainer import train
+
+    with _TrainProgress(out, cfg.train.max_steps) as progress:
+        summary = train(run_dir, resume=args.resume, on_event=progress.on_event)
+    if args.json:
+        console.print_json(json.dumps(summary))
+    else:
+        out.print(f"[bold]{summary['reason']}[/] at step {summary['steps']}: train loss {_fmt(summary['train_loss'])}, "
+                  f"val loss {_fmt(summary['val_loss'])}, {_fmt(summary['tokens_per_s'], '.0f')} tokens/s; "
+                  f"generate with [bold]smallgpt generate {escape(str(run_dir))}[/]")
+    return 0
+
+
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+class _TrainProgress:
+    """A Rich progress bar (loss, tokens/s, ETA) fed by the trainer's events; evals and samples printed."""
+
+    def __init__(self, console: Console, total: int):
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                                 TextColumn("ETA {task.fields[eta]}"), console=console, transient=False)
+        self.task = self.progress.add_task("train", total=total, loss="-", tps="-", eta="-")
+
+    def __enter__(self) -> "_TrainProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        kind, step = e["event"], e["step"]
+        if kind == "start":
+            params = e["params"]["total"] if isinstance(e.get("params"), dict) else e.get("params")
+            resumed = f", resumed from step {e['resumed_from']}" if e.get("resumed_from") is not None else ""
+            self.console.print(f"{params:,} parameters on {e['device']} ({e['dtype']}){resumed}")
+            self.progress.update(self.task, completed=step)
+        elif kind == "step":
+            eta = int(e.get("eta_s") or 0)
+            self.progress.update(self.task, completed=step, loss=f"{e['loss']:.4f}", tps=f"{e['tokens_per_s']:,.0f}",
+                                 eta=f"{eta // 60}:{eta % 60:02d}")
+        elif kind == "eval":
+            self.console.print(f"step {step}: train loss {e['train_loss']:.4f}, val loss {e['val_loss']:.4f}, "
+                               f"perplexity {_fmt(e.get('val_perplexity'), '.2f')}")
+        elif kind == "sample":
+            self.console.print(escape(e["text"]), style="cyan", highlight=False, soft_wrap=True)
+        elif kind == "error":
+            self.console.print(f"[red]stopped by an error at step {step}[/]")
