@@ -135,7 +135,7 @@ class TrainTab(EngineTab):
         self.attached: str = ""
         self.overlay: set[str] = set()
         self._preset = ""
-        self._runs_seen = False
+        self.runs_listed = False  # set once checkpoints/ has been read (tests wait on it)
         self._runs: list[Any] = []
         self._errors_seen: set[str] = set()
 
@@ -386,8 +386,8 @@ class TrainTab(EngineTab):
                 if refresh_runs or tick % RUNS_EVERY == 0:
                     self._runs = await asyncio.to_thread(list_runs)
                     self._show_runs()
-                    if not self._runs_seen:
-                        self._runs_seen = True
+                    self.runs_listed = True
+                    if not self.attached:  # a run started before this TUI (or from the CLI): follow it
                         self._reattach()
                 refresh_runs = False
                 for w in list(self.watches.values()):
@@ -409,7 +409,7 @@ class TrainTab(EngineTab):
 
     def _reattach(self) -> None:
         live = [r for r in self._runs if r.status == "running"]
-        if live and not self.attached:
+        if live:
             newest = max(live, key=lambda r: r.started or 0)
             self.attach(Path(newest.path))
             names = ", ".join(r.name for r in live)

@@ -1,0 +1,235 @@
+"""The Data, Tokenizer and Train tabs driven end to end with the real engine (tiny corpus, tiny GPT)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Button, Input, Select
+
+from engine.config import RunConfig, apply_overrides
+from engine.runs import create_run, is_running, launch, list_runs, stop_run, wait_stopped
+from tests.tui.pilot_helpers import TINY_FORM, fill_train_form, settle, wait_for, write_corpus, write_finished_run
+from tui.app import SmallGPTApp
+from tui.run_history import RunHistory
+from tui.screens import QuitScreen
+from tui.tabs.train import TrainTab, field_for_error
+from tui.widgets.loss_chart import LossChart, downsample
+
+
+@pytest.fixture
+def corpus(home, monkeypatch) -> str:
+    monkeypatch.chdir(home)
+    return write_corpus(home)
+
+
+def wait_for_lock(run: Path, timeout: float = 90.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not is_running(run):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _attached(app: SmallGPTApp):
+    tab = app.query_one(TrainTab)
+    return tab.watches.get(tab.attached)
+
+
+@pytest.mark.slow
+async def test_corpus_tokenizer_and_a_50_step_run_end_to_end(corpus, home):
+    (home / "other.txt").write_text("another corpus, shown first\n" * 50)
+    app = SmallGPTApp(corpus="other.txt")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        # Data: pick the corpus by typing its path.
+        source = app.query_one("#corpus-source", Input)
+        source.focus()
+        await pilot.press(*corpus, "enter")
+        await settle(pilot)
+        assert app.corpus == corpus
+        assert "corpus.txt" in str(app.query_one("#corpus-title").render())
+        assert app.query_one("#corpus-stats").row_count >= 7
+        # Tokenizer: train a char tokenizer, try it.
+        await pilot.press("escape", "2", "ctrl+s")
+        await settle(pilot)
+        assert app.tokenizer_path.endswith("corpus.txt-char.json") and Path(app.tokenizer_path).is_file()
+        tab = app.query_one("#tok-try", Input)
+        tab.focus()
+        await pilot.press(*"the cat")
+        assert "7 chars → 7 tokens" in str(app.query_one("#tok-try-stats").render())
+        app.query_one("#vocab-filter", Input).value = "|"
+        await pilot.pause()
+        vocab = app.query_one("#vocab-table")
+        rows = [str(vocab.get_row_at(i)[1]) for i in range(vocab.row_count)]
+        assert "<|endoftext|>" in rows and "<|pad|>" in rows and all("|" in r for r in rows)
+        # Data: encode with that tokenizer.
+        await pilot.press("escape", "1", "ctrl+s")
+        await settle(pilot)
+        assert "Encoded:" in str(app.query_one("#data-status").render())
+        # Train: the tiny GPT, 50 steps; the curve gains points; stop.
+        await pilot.press("escape", "3")
+        await fill_train_form(pilot, TINY_FORM)
+        assert not app.query_one("#start", Button).disabled
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: _attached(app) is not None, what="the run to be attached")
+        await wait_for(pilot, lambda: len(_attached(app).history.train_loss) >= 2, timeout=120,
+                       what="loss points")
+        chart = app.query_one(LossChart)
+        await wait_for(pilot, lambda: chart.series and len(chart.series[0].x) >= 2, what="the chart to redraw")
+        w = _attached(app)
+        await wait_for(pilot, lambda: w.running or w.history.ended, what="the trainer to take its lock")
+        if not w.history.ended:  # 50 tiny steps may already be over on a fast machine
+            await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: not w.running and w.pid is None, timeout=60, what="the run to stop")
+        await pilot.pause(4)  # the runs table refreshes after the process is gone
+        [info] = list_runs()
+        assert info.status in ("stopped", "finished") and info.step >= 10
+        assert info.name in str(app.query_one("#runs-table").get_row_at(0))
+        assert w.history.train_loss[-1] < w.history.train_loss[0]  # it learns
+
+
+@pytest.mark.slow
+async def test_a_new_app_reattaches_to_a_live_run_with_its_history(corpus, home):
+    cfg = apply_overrides(RunConfig(), {"model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16},
+                                        "data": {"corpus": corpus},
+                                        "train": {"max_steps": 100_000, "batch_size": 8, "eval_interval": 25,
+                                                  "device": "cpu", "dtype": "fp32", "log_interval": 5}})
+    run = create_run(cfg, name="live")
+    launch(run)
+    try:
+        assert wait_for_lock(run)
+        first = SmallGPTApp()
+        async with first.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: _attached(first) is not None, timeout=60, what="re-attach")
+            await wait_for(pilot, lambda: len(_attached(first).history.train_loss) >= 2, timeout=120,
+                           what="loss points")
+            seen = len(_attached(first).history.train_loss)
+            await wait_for(pilot, lambda: _attached(first).running, what="the lock")
+            await pilot.press("ctrl+q")
+            assert isinstance(first.screen, QuitScreen)
+            await pilot.press("l")  # leave it running
+        assert is_running(run)
+        second = SmallGPTApp()
+        async with second.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: _attached(second) is not None, timeout=30, what="re-attach")
+            w = _attached(second)
+            await wait_for(pilot, lambda: len(w.history.train_loss) > seen and w.running, timeout=60,
+                           what="history plus new points")
+            assert w.history.train_steps[:seen] == sorted(w.history.train_steps[:seen])  # history from step 0
+            assert w.history.train_steps[0] <= 5
+            assert any("Re-attached to live run live" in n.message for n in second._notifications)
+            await pilot.press("ctrl+q")
+            assert isinstance(second.screen, QuitScreen)
+            await pilot.press("s")  # stop it
+        assert wait_stopped(run, timeout=60)
+    finally:
+        if is_running(run):
+            stop_run(run)
+            wait_stopped(run, timeout=60)
+
+
+async def test_invalid_fields_show_inline_messages_and_disable_start(corpus):
+    app = SmallGPTApp(corpus=corpus)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        start = app.query_one("#start", Button)
+        assert not start.disabled
+        await fill_train_form(pilot, {"n_embd": "32", "n_head": "3"})
+        error = app.query_one("#f-model-n_embd-error")
+        assert error.display and "divisible by n_head" in str(error.render())
+        assert start.disabled
+        await fill_train_form(pilot, {"n_head": "4", "n_layer": "two"})
+        assert not error.display
+        assert "layers must be a whole number (got 'two')" in str(app.query_one("#f-model-n_layer-error").render())
+        assert start.disabled
+        await fill_train_form(pilot, {"n_layer": "2", "dropout": "1.5"})
+        assert "dropout" in str(app.query_one("#f-model-dropout-error").render())
+        await fill_train_form(pilot, {"dropout": "0.1"})
+        assert not start.disabled
+        assert not any(w.display for w in app.query(".field-error"))
+
+
+async def test_preset_fills_the_form(corpus):
+    app = SmallGPTApp(corpus=corpus)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        app.query_one("#preset", Select).value = "small"
+        await pilot.pause()
+        assert app.query_one("#f-model-n_embd", Input).value == "384"
+        assert app.query_one("#f-model-block_size", Input).value == "256"
+        assert app.query_one("#f-train-lr", Input).value == "0.001"
+
+
+async def test_starting_with_a_missing_corpus_is_a_notification(home, monkeypatch):
+    monkeypatch.chdir(home)
+    app = SmallGPTApp(corpus="missing.txt")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape", "3")
+        await fill_train_form(pilot, TINY_FORM)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        messages = [n.message for n in app._notifications]
+        assert messages and all("missing.txt" in m for m in messages)
+        assert not any("Traceback" in m or "Internal error" in m for m in messages)
+        assert app.is_running
+
+
+async def test_val_share_is_validated_inline(corpus):
+    app = SmallGPTApp(corpus=corpus)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.query_one("#val-ratio", Input).value = "0.7"
+        await pilot.pause()
+        assert app.query_one("#val-ratio-error").display
+        assert app.query_one("#encode", Button).disabled
+        app.query_one("#val-ratio", Input).value = "0.05"
+        await pilot.pause()
+        assert not app.query_one("#encode", Button).disabled and app.val_ratio == 0.05
+
+
+async def test_selecting_runs_overlays_their_curves(corpus, home):
+    write_finished_run(home, "alpha")
+    write_finished_run(home, "beta", steps=100)
+    app = SmallGPTApp(corpus=corpus)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        table = app.query_one("#runs-table")
+        await wait_for(pilot, lambda: table.row_count == 2, what="the runs table")
+        table.focus()
+        await pilot.press("enter")  # follow the run under the cursor
+        await pilot.press("down", "ctrl+o")  # overlay the other
+        await pilot.pause(0.6)
+        labels = [s.label for s in app.query_one(LossChart).series]
+        assert len(labels) == 3 and {"train", "val"} <= {lbl.split()[-1] for lbl in labels}
+        assert "finished" in str(app.query_one("#run-status").render())
+
+
+def test_run_history_folds_events_into_curves_eta_and_end():
+    h = RunHistory("r")
+    h.feed([{"event": "start", "step": 0, "time": 0, "config": {"train": {"max_steps": 100}}, "params": {"total": 5}},
+            {"event": "step", "step": 10, "time": 1.0, "loss": 3.0, "lr": 1e-3, "tokens_per_s": 100.0},
+            {"event": "step", "step": 20, "time": 2.0, "loss": 2.5, "lr": 1e-3, "tokens_per_s": 100.0},
+            {"event": "eval", "step": 20, "time": 2.0, "val_loss": 2.7},
+            {"event": "future-kind", "step": 21}])
+    assert (h.train_steps, h.train_loss, h.val_loss, h.params) == ([10, 20], [3.0, 2.5], [2.7], 5)
+    assert h.eta_seconds() == pytest.approx(8.0)  # 80 steps left at 10 steps/s
+    h.feed([{"event": "error", "step": 20, "time": 2.1, "message": "loss is NaN"}])
+    assert h.ended == "error" and h.error == "loss is NaN" and h.eta_seconds() is None
+
+
+def test_config_errors_point_at_the_field_they_name():
+    assert field_for_error("n_embd (32) must be divisible by n_head (3): pick ...").key == "n_embd"
+    assert field_for_error("model.dropout must be in [0, 1) (got 1.5).").key == "dropout"
+    assert field_for_error("train.min_lr (0.1) must not exceed train.lr (0.01).").key == "lr"
+    assert field_for_error("data.val_ratio must be between 0 and 0.5") is None
+
+
+def test_downsample_keeps_the_ends_and_the_budget():
+    x = list(range(10_000))
+    dx, dy = downsample(x, x, 200)
+    assert len(dx) <= 200 and dx[0] == 0 and dx[-1] == 9_999 and dx == dy
+    assert downsample([1, 2], [3, 4], 200) == ([1, 2], [3, 4])
