@@ -58,10 +58,11 @@ async def test_generation_streams_text_and_escape_stops_it(run):
         await wait_for(pilot, lambda: stream.token_count > 20, what="tokens to stream")
         assert stream.text  # text appears token by token while the worker runs
         assert tab.running
-        pressed = time.monotonic()
         await pilot.press("escape")
         await wait_for(pilot, lambda: not tab.running, timeout=5, what="the stop")
-        assert time.monotonic() - pressed < 0.5
+        # From the key's action to the "stopped" message handled on the UI thread (pilot.press itself also
+        # waits for the app to go idle, which on a loaded 2-core machine says nothing about the worker).
+        assert tab.stop_latency is not None and tab.stop_latency < 0.5
         stopped_at = stream.token_count
         await pilot.pause(0.3)
         assert stream.token_count == stopped_at < 100000

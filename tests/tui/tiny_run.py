@@ -1,5 +1,10 @@
 """A tiny, deterministic run for the Generate/Inspect tests: a seed-initialised GPT (or LSTM) saved with the
-checkpoint module, a char tokenizer trained on a fixed text. Same seed, same weights, same screens."""
+checkpoint module, a char tokenizer trained on a fixed text. Same seed, same weights, same screens.
+
+An untrained model picks end-of-text about once in vocab_size tokens, which would end every stream after a
+few dozen tokens; the tests need streams as long as they ask for, so the EOS logit is pushed far down
+(through the final LayerNorm's bias for the tied GPT head, along a direction no other token's embedding
+sees, so every other logit is unchanged; through the head's bias for the LSTM)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int =
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from engine.models import build_model
     from engine.runs import create_run
+    from engine.tokenizer import Tokenizer
 
     corpus = home / "corpora" / "tiny.txt"
     corpus.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +33,16 @@ def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int =
     cfg = RunConfig.load(run_dir / "config.toml")  # vocab_size now set from the tokenizer
     torch.manual_seed(seed)
     model = build_model(cfg.model)
+    eos = Tokenizer.load(run_dir / "tokenizer.json").eos_id
+    with torch.no_grad():
+        if kind == "gpt":  # logits = ln_f(x) @ W.T; the vocab (18) is smaller than n_embd (32)
+            weights = model.lm_head.weight
+            others = torch.cat([weights[:eos], weights[eos + 1:]])
+            w = weights[eos]
+            d = w - others.T @ (torch.linalg.pinv(others.T) @ w)  # w minus its part in the others' span
+            model.transformer.ln_f.bias -= 30.0 * d / d.dot(w)
+        else:
+            model.lm_head.bias[eos] -= 30.0
     state = {"step": 0, "model_config": cfg.to_dict()["model"]}
     checkpoint.save_checkpoint(run_dir, "latest", model, None, state)
     checkpoint.save_checkpoint(run_dir, "best", model, None, state)

@@ -123,6 +123,8 @@ class GenerateTab(EngineTab):
         super().__init__()
         self._worker: Worker | None = None
         self._started = 0.0
+        self._stop_pressed = 0.0
+        self.stop_latency: float | None = None  # seconds from Escape to the stream's end being shown
 
     def compose(self) -> ComposeResult:
         yield RunPicker(id="gen-run")
@@ -171,6 +173,7 @@ class GenerateTab(EngineTab):
     def action_stop(self) -> None:
         if not self.running or self._worker is None:
             raise SkipAction()  # nothing to stop: Escape keeps its app-wide meaning (leave the field)
+        self._stop_pressed = time.monotonic()
         self._worker.cancel()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -229,6 +232,9 @@ class GenerateTab(EngineTab):
                 break
             batch.append((token.text, float(token.prob)))
             count += 1
+            # A small model's decode step is mostly Python holding the GIL; hand it over once per token so
+            # the UI thread (keys, redraws) never waits a whole switch interval behind the sampler.
+            time.sleep(0)
             now = time.monotonic()
             if now - last >= FLUSH_INTERVAL:
                 self.post_message(TokensArrived(side, batch, count, now - start))
@@ -270,6 +276,8 @@ class GenerateTab(EngineTab):
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
         self.running = False
+        if message.outcome == "stopped":
+            self.stop_latency = time.monotonic() - self._stop_pressed
         parts = [f"{s.border_title.split(' · ')[-1]}: {s.border_subtitle}" for s in self.query(TokenStream)
                  if s.display and s.border_subtitle]
         self._set_status(f"{message.outcome} · " + " | ".join(parts))

@@ -53,6 +53,7 @@ class InspectResult:
     checkpoint: str
     prompt: str
     inspection: Any  # engine.inspection.Inspection
+    requested: bool = True  # by the user (False: a live-mode refresh)
 
 
 class InspectionReady(Message):
@@ -275,7 +276,10 @@ class InspectTab(EngineTab):
     watch_hide_first = watch_row_normalize = watch_scale = _watch_view
 
     def watch_zoomed(self, zoomed: bool) -> None:
+        had_focus = self.query_one(HeadGrid).has_focus or self.query_one(Heatmap).has_focus
         self.query_one("#insp-view", ContentSwitcher).current = "zoom" if zoomed else "grid"
+        if had_focus:  # the hidden view loses focus: give it to the one now shown so keys keep working
+            self.query_one(Heatmap if zoomed else HeadGrid).focus()
         self.request_redraw()
 
     def watch_live(self, live: bool) -> None:
@@ -291,14 +295,14 @@ class InspectTab(EngineTab):
     # -- workers ----------------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="inspect", exit_on_error=False)
-    def _inspect(self, run_dir: Path, checkpoint: str, prompt: str) -> None:
+    def _inspect(self, run_dir: Path, checkpoint: str, prompt: str, requested: bool = True) -> None:
         from engine.inspection import inspect_prompt
 
         model, cfg, tokenizer = model_cache.load(run_dir, checkpoint)
         if not prompt:
             prompt = default_prompt(cfg, tokenizer)
         inspection = inspect_prompt(model, tokenizer, prompt)
-        self.post_message(InspectionReady(InspectResult(run_dir, checkpoint, prompt, inspection)))
+        self.post_message(InspectionReady(InspectResult(run_dir, checkpoint, prompt, inspection, requested)))
 
     def _poll_live(self) -> None:
         run_dir = self.query_one(RunPicker).run_dir
@@ -327,7 +331,7 @@ class InspectTab(EngineTab):
             if run_dir is not None:
                 # Live mode follows the checkpoint the trainer rewrites as it goes.
                 self._inspect(run_dir, "latest", self.result.prompt if self.result else
-                              self.query_one(PromptInput).value)
+                              self.query_one(PromptInput).value, requested=False)
 
     def on_inspection_ready(self, message: InspectionReady) -> None:
         first = self.result is None or self.result.prompt != message.result.prompt
@@ -342,8 +346,9 @@ class InspectTab(EngineTab):
             prompt.value = message.result.prompt
         self._fill_metrics()
         self.request_redraw(now=True)
-        if not self.query_one(PromptInput).has_focus:
-            self.query_one(HeadGrid).focus()
+        if message.result.requested:
+            # The user asked for this view: hand the keys to it (live refreshes never steal focus).
+            self.query_one(Heatmap if self.zoomed else HeadGrid).focus()
 
     # -- drawing ----------------------------------------------------------------------------------------
 
@@ -452,8 +457,9 @@ class InspectTab(EngineTab):
         lens = self.query_one("#lens", DataTable)
         lens.clear(columns=True)
         lens.add_columns("layer", "top-1", "prob")
+        # Row 0 is the embedding alone, then the residual after each block.
         for l, (tokens, probs) in enumerate(zip(ins.lens_tokens, ins.lens_probs)):
-            lens.add_row(str(l), token_label(tokens[p], 16), f"{float(probs[p]):.3f}")
+            lens.add_row("emb" if l == 0 else f"L{l - 1}", token_label(tokens[p], 16), f"{float(probs[p]):.3f}")
         self._draw_trend()
 
     def _draw_trend(self) -> None:
