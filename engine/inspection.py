@@ -230,6 +230,8 @@ def inspect_prompt(model: nn.Module, tokenizer: Any, prompt: str, top_k: int = 5
         topk_probs=top_p.cpu().numpy(), entropy=_entropy(probs).cpu().numpy())
     if out.kind == "lstm":
         out.hidden = hidden.float().cpu().numpy()  # [1, T, units]: the batch axis stands for the one layer
+        out.lens_ids = np.zeros((0, len(ids)), dtype=np.int64)  # no residual stream to read
+        out.lens_probs = np.zeros((0, len(ids)), dtype=np.float32)
         return out
     out.attn = torch.stack([a[0] for a in attn]).float().cpu().numpy()
     out.metrics = _metrics_from_maps(out.attn, model, INDUCTION_LEN, INDUCTION_SEED)

@@ -11,109 +11,23 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from rich.color import Color
 from rich.console import RenderableType
-from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-SCALES = ("linear", "sqrt", "log")
-LOG_FLOOR = 1e-3  # the log scale spans three decades: weaker attention than 0.1% draws as nothing
+# The pure rendering (colours, half blocks, labels, windows) is shared with the CLI's `smallgpt inspect`;
+# SCALES and display_values are re-exported for the Inspect tab.
+from tui.render.heatmap import SCALES, display_values, half_block_lines, pool, token_label, window  # noqa: F401
 
 
-def display_values(matrix: np.ndarray, *, hide_first: bool = False, row_normalize: bool = False,
-                   scale: str = "linear") -> np.ndarray:
-    """A matrix of weights mapped to 0..1 colour intensities under the view's options."""
-    m = np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=0.0)
-    if hide_first and m.shape[1] > 1:
-        m = m.copy()
-        m[:, 0] = 0.0
-    if row_normalize:
-        peak = np.abs(m).max(axis=1, keepdims=True)
-        m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)
-    else:
-        peak = np.abs(m).max() if m.size else 0.0
-        m = m / peak if peak > 0 else m
-    m = np.clip(m, 0.0, 1.0)
-    if scale == "sqrt":
-        return np.sqrt(m)
-    if scale == "log":
-        return np.clip(np.log10(np.maximum(m, LOG_FLOOR)) / -np.log10(LOG_FLOOR) + 1.0, 0.0, 1.0)
-    return m
-
-
-# Stops of the colour ramps (value 0 -> 1). Sequential: dark to bright (attention). Diverging: blue, dark,
-# red (signed LSTM activations mapped from -1..1 to 0..1).
-_RAMPS = {
-    "sequential": [(0.0, (12, 12, 30)), (0.25, (70, 20, 110)), (0.5, (180, 50, 90)), (0.75, (250, 140, 40)),
-                   (1.0, (252, 250, 160))],
-    "diverging": [(0.0, (40, 110, 240)), (0.5, (20, 20, 20)), (1.0, (240, 60, 40))],
-}
-_SHADES = " ░▒▓█"
-
-
-def _colour(value: float, palette: str) -> Color:
-    ramp = _RAMPS[palette]
-    for (x0, c0), (x1, c1) in zip(ramp, ramp[1:]):
-        if value <= x1:
-            t = 0.0 if x1 == x0 else (value - x0) / (x1 - x0)
-            return Color.from_rgb(*(round(a + (b - a) * t) for a, b in zip(c0, c1)))
-    return Color.from_rgb(*ramp[-1][1])
-
-
-def half_block_lines(values: np.ndarray, *, cell_width: int = 1, palette: str = "sequential",
-                     mono: bool = False) -> list[Text]:
-    """One Text per pair of matrix rows: '▀' with the upper row as foreground, the lower as background.
-
-    Mono terminals (NO_COLOR) get one shade character per cell from the brighter of the two rows.
-    Textual downgrades the truecolour to 256 or 16 colours itself where the terminal needs it.
-    """
-    lines = []
-    for r in range(0, values.shape[0], 2):
-        top = values[r]
-        bottom = values[r + 1] if r + 1 < values.shape[0] else None
-        line = Text(no_wrap=True)
-        for c in range(values.shape[1]):
-            if mono:
-                v = top[c] if bottom is None else max(top[c], bottom[c])
-                line.append(_SHADES[min(len(_SHADES) - 1, int(v * len(_SHADES)))] * cell_width)
-            else:
-                bg = _colour(float(bottom[c]), palette) if bottom is not None else None
-                line.append("▀" * cell_width, Style(color=_colour(float(top[c]), palette), bgcolor=bg))
-        lines.append(line)
-    return lines
-
-
-def token_label(token: str, width: int) -> str:
-    """A token made printable in `width` cells (whitespace shown, long tokens cut)."""
-    shown = token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·") or "∅"
-    return shown[:width]
-
-
-def window(selected: int, total: int, visible: int) -> int:
-    """First index of a `visible`-long window over `total` items that keeps `selected` in view, right-aligned."""
-    if total <= visible:
-        return 0
-    return max(0, min(selected - visible + 1, total - visible)) if selected >= visible else 0
-
-
-def pool(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Shrink a matrix to rows x cols by block maxima, so a single sharp attention spike stays visible."""
-    r_edges = np.linspace(0, matrix.shape[0], rows + 1).astype(int)
-    c_edges = np.linspace(0, matrix.shape[1], cols + 1).astype(int)
-    out = np.zeros((rows, cols))
-    for i in range(rows):
-        for j in range(cols):
-            block = matrix[r_edges[i]:max(r_edges[i + 1], r_edges[i] + 1), c_edges[j]:max(c_edges[j + 1], c_edges[j] + 1)]
-            out[i, j] = block.max() if block.size else 0.0
-    return out
-
-
-class Heatmap(Widget, can_focus=False):
+class Heatmap(Widget, can_focus=True):
     """One matrix with row labels on the left and column labels on top; the selected row is marked."""
 
-    DEFAULT_CSS = "Heatmap { height: 1fr; width: 1fr; }"
+    DEFAULT_CSS = """
+    Heatmap { height: 1fr; width: 1fr; }
+    Heatmap:focus { background: $boost; }
+    """
 
     selected_row: reactive[int] = reactive(0)
 

@@ -1,0 +1,1 @@
+"""Pure Rich rendering shared by the CLI and the TUI (no Textual imports)."""
