@@ -93,8 +93,9 @@ def half_block_lines(values: np.ndarray, *, cell_width: int = 1, palette: str = 
 
 
 def ramp_lines(values: np.ndarray, *, cell_width: int = 1) -> list[Text]:
-    """One Text per matrix row, one RAMP character per cell (0 -> ' ', 1 -> '@'): no colour needed."""
-    idx = np.minimum((np.asarray(values) * len(RAMP)).astype(int), len(RAMP) - 1)
+    """One Text per matrix row, one RAMP character per cell: exactly 0 -> ' ', then '.' up to '@' for 1.
+    Rounding up keeps weak but real weights visible (a diffuse row over 50 tokens still reads as dots)."""
+    idx = np.clip(np.ceil(np.asarray(values) * (len(RAMP) - 1)).astype(int), 0, len(RAMP) - 1)
     return [Text("".join(RAMP[i] * cell_width for i in row), no_wrap=True) for row in idx]
 
 
