@@ -188,10 +188,11 @@ def load_int8(run_dir: Path, cfg: RunConfig, device: str = "cpu") -> nn.Module:
 
 
 def save_int8(run_dir: Path, which: str = "best", eval_tokens: int = REPORT_EVAL_TOKENS,
-              progress: Progress | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, decode_tokens: int = 64, repeats: int = 3) -> dict[str, Any]:
     """Quantize the run's `which` checkpoint, write RUN/ckpt/int8/ atomically and return the report:
     fp32_bytes, int8_bytes, size_ratio, fp32/int8 val loss and perplexity, prefill and decode tokens/s
-    of each, and whether the int8 matmul ran on `_int_mm`."""
+    of each (see measure_speed for decode_tokens and repeats), and whether the int8 matmul ran on
+    `_int_mm`."""
     from .trainer import evaluate_model
 
     def tell(frac: float, label: str) -> None:
@@ -211,7 +212,7 @@ def save_int8(run_dir: Path, which: str = "best", eval_tokens: int = REPORT_EVAL
         tell(frac, f"evaluating {name}")
         ev = evaluate_model(m, cfg, tokenizer, max_tokens=eval_tokens)
         tell(frac + 0.15, f"timing {name}")
-        speed = measure_speed(m)
+        speed = measure_speed(m, decode_tokens=decode_tokens, repeats=repeats)
         report[f"{name}_val_loss"] = ev["val_loss"]
         report[f"{name}_perplexity"] = ev["perplexity"]
         report[f"{name}_prefill_tokens_per_s"] = speed["prefill_tokens_per_s"]
