@@ -153,7 +153,7 @@ class DataTab(EngineTab):
         for name, value in rows:
             table.add_row(name, value)
         self.query_one("#char-hist", Histogram).items = [(char_label(c), n) for c, n in stats.char_hist[:CHAR_BARS]]
-        self.query_one("#line-hist", Histogram).items = [(f"≤{edge}", n) for edge, n in stats.line_length_hist]
+        self.query_one("#line-hist", Histogram).items = [(f"≤{edge}", n) for edge, n in stats.line_length_hist if n]
         self.query_one("#corpus-preview", Static).update(Text(preview))
         self.post_message(CorpusSelected(source))
 

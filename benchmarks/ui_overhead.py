@@ -1,0 +1,156 @@
+"""UI overhead (DESIGN section 6): tokens/s of a tiny run watched by the TUI vs the same run headless.
+
+The watched run has the real app attached (headless Textual via Pilot, so no terminal is needed): it
+re-attaches to the live run, tails its events and redraws the curves, exactly as a user's TUI would. Runs
+alternate headless/watched/watched/headless so drift on a shared machine cancels out. The target is a
+ratio of at least 0.95.
+
+    python benchmarks/ui_overhead.py [--steps 300] [--json]
+    from benchmarks.ui_overhead import measure; measure(steps=300)   # for benchmarks/bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SKIP_STEPS = 20  # the first steps include warm-up (allocations, caches): not part of the rate
+
+
+def _config(corpus: str, steps: int):
+    from engine.config import RunConfig, apply_overrides
+
+    return apply_overrides(RunConfig(), {
+        "model": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 32},
+        "data": {"corpus": corpus, "tokenizer_kind": "char"},
+        "train": {"max_steps": steps, "batch_size": 16, "eval_interval": 100, "eval_batches": 4,
+                  "log_interval": 5, "device": "cpu", "dtype": "fp32", "sample_tokens": 32},
+    })
+
+
+def _tokens_per_s(run_dir: Path) -> float:
+    """Median of the trainer's own tokens/s reports after warm-up (what the user sees in the tab)."""
+    from engine.events import read_events
+
+    rates = [e["tokens_per_s"] for e in read_events(run_dir)
+             if e["event"] == "step" and e["step"] > SKIP_STEPS and e.get("tokens_per_s")]
+    if not rates:
+        raise RuntimeError(f"run {run_dir} reported no step rates: see {run_dir / 'train.log'}")
+    return statistics.median(rates)
+
+
+def _run_headless(cfg, name: str) -> float:
+    from engine.runs import create_run, is_running, launch
+
+    run = create_run(cfg, name=name)
+    launch(run)
+    _wait_start(run)
+    while is_running(run):
+        time.sleep(0.2)
+    return _tokens_per_s(run)
+
+
+def _wait_start(run: Path, timeout: float = 120.0) -> None:
+    from engine.runs import is_running
+
+    deadline = time.monotonic() + timeout
+    while not is_running(run):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run} did not start: see {run / 'train.log'}")
+        time.sleep(0.1)
+
+
+async def _watch(run: Path) -> float:
+    """The TUI attached to the live run until it ends (the app re-attaches to live runs by itself).
+    Returns the share of one core the UI used meanwhile (CPU seconds per wall second)."""
+    from tui.app import SmallGPTApp
+    from tui.tabs.train import TrainTab
+
+    app = SmallGPTApp()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")  # the Train tab visible: the curves are drawn, not just buffered
+        tab = app.query_one(TrainTab)
+        while True:
+            w = tab.watches.get(str(run))
+            if w is not None and w.history.ended and not w.running:
+                break
+            await pilot.pause(0.2)
+        await pilot.press("ctrl+q")
+    return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+
+
+def _run_watched(cfg, name: str) -> tuple[float, float]:
+    from engine.runs import create_run, launch
+
+    run = create_run(cfg, name=name)
+    launch(run)
+    _wait_start(run)
+    ui_cpu = asyncio.run(_watch(run))
+    return _tokens_per_s(run), ui_cpu
+
+
+def _stop_all(home: Path) -> None:
+    """Never leave a training process behind (an interrupted benchmark, a failed assertion)."""
+    from engine.runs import is_running, list_runs, stop_run, wait_stopped
+
+    for info in list_runs(home / "checkpoints"):
+        if is_running(info.path):
+            stop_run(info.path)
+            wait_stopped(info.path, timeout=60)
+
+
+def measure(steps: int = 300) -> dict:
+    """{"headless_tokens_per_s", "watched_tokens_per_s", "ratio"} from an ABBA sequence of tiny runs."""
+    from engine.corpora import prepare_builtin
+
+    with tempfile.TemporaryDirectory(prefix="smallgpt-ui-overhead-") as tmp:
+        home = Path(tmp)
+        old_home = os.environ.get("SMALLGPT_HOME")
+        os.environ["SMALLGPT_HOME"] = str(home)
+        try:
+            with prepare_builtin("python-docs").open(encoding="utf-8") as f:
+                (home / "corpus.txt").write_text(f.read(200_000), encoding="utf-8")
+            cfg = _config(str(home / "corpus.txt"), steps)
+            headless = [_run_headless(cfg, "headless-1")]
+            watched_runs = [_run_watched(cfg, "watched-1"), _run_watched(cfg, "watched-2")]
+            headless.append(_run_headless(cfg, "headless-2"))
+        finally:
+            _stop_all(home)
+            if old_home is None:
+                os.environ.pop("SMALLGPT_HOME", None)
+            else:
+                os.environ["SMALLGPT_HOME"] = old_home
+    watched = [tps for tps, _ in watched_runs]
+    h, w = statistics.mean(headless), statistics.mean(watched)
+    return {"headless_tokens_per_s": round(h, 1), "watched_tokens_per_s": round(w, 1), "ratio": round(w / h, 3),
+            "ui_cpu_share": round(max(cpu for _, cpu in watched_runs), 3),
+            "runs": {"headless": headless, "watched": watched}, "steps": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = measure(args.steps)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"UI overhead: headless {result['headless_tokens_per_s']:,.0f} tok/s, watched "
+              f"{result['watched_tokens_per_s']:,.0f} tok/s, ratio {result['ratio']:.3f} (target >= 0.95); "
+              f"the UI used {result['ui_cpu_share']:.1%} of one core")
+
+
+if __name__ == "__main__":
+    main()
