@@ -206,6 +206,8 @@ class _Trainer:
         if dist.world_size > 1:
             self._init_distributed(cfg)
 
+        if dist.world_size > 1 and not dist.main:
+            torch.distributed.barrier()  # rank 0 installs the tokenizer and encodes the dataset first
         tok_path = run_dir / TOKENIZER_FILE
         if tok_path.is_file():
             tokenizer = Tokenizer.load(tok_path)
@@ -226,6 +228,8 @@ class _Trainer:
 
         corpus = load_corpus(cfg.data.corpus)
         data_dir = prepare_dataset(corpus, tokenizer, val_ratio=cfg.data.val_ratio)
+        if dist.world_size > 1 and dist.main:
+            torch.distributed.barrier()
         train_ds, val_ds = TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
         block = cfg.model.block_size
         for split, ds in (("validation", val_ds), ("training", train_ds)):
@@ -365,6 +369,9 @@ class _Loop:
                 at_log = o.step % t.log_interval == 0 or o.step == t.max_steps or stopping
                 at_eval = o.step % t.eval_interval == 0 or o.step == t.max_steps
                 if at_log and n_loss:
+                    if ddp:  # log the mean over ranks; a NaN on any rank stops every rank at the same step
+                        torch.distributed.all_reduce(loss_sum)
+                        loss_sum /= o.dist.world_size
                     loss = loss_sum.item() / n_loss  # the one sync per log interval
                     loss_sum.zero_()
                     n_loss = 0
@@ -384,7 +391,7 @@ class _Loop:
                 if stopping:
                     reason = "stopped"
                     if not at_eval:  # an eval just saved latest at this very step
-                        self._save("latest")
+                        self._checkpoint(best=False)
                     break
         o.emit("done", reason=reason, tokens_seen=self.tokens_seen)
         log.info("done (%s) at step %d", reason, o.step)
@@ -414,6 +421,7 @@ class _Loop:
     def _evaluate(self) -> None:
         o = self.o
         if not o.dist.main:
+            self._checkpoint(best=False)  # only to take part in gathering every rank's data position
             return
         # Evals and samples use their own RNG streams, so training continues exactly as without them.
         with torch.random.fork_rng(devices=[self.device] if self.dev_type == "cuda" else []):
@@ -433,9 +441,7 @@ class _Loop:
         improved = val_loss < self.best_val
         if improved:
             self.best_val = val_loss
-        self._save("latest")
-        if improved:
-            self._save("best")
+        self._checkpoint(best=improved)
 
     def _sample(self) -> str:
         from .sampler import SamplingConfig, generate_text
@@ -443,7 +449,8 @@ class _Loop:
         scfg = SamplingConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, seed=SAMPLE_SEED)
         return generate_text(self.model, self.tokenizer, "\n", scfg)
 
-    def _save(self, which: str) -> None:
+    def _checkpoint(self, best: bool) -> None:
+        """Write latest (and best). Under DDP every rank calls it: the gather is collective."""
         o = self.o
         data_rng = [ckpt.encode_bytes(self.gen.get_state())]
         if o.dist.world_size > 1:  # every rank's data position, so a resume is exact for all of them
@@ -452,6 +459,11 @@ class _Loop:
             data_rng = gathered
         if not o.dist.main:
             return
+        for which in ("latest", "best") if best else ("latest",):
+            self._save(which, data_rng)
+
+    def _save(self, which: str, data_rng: list[str]) -> None:
+        o = self.o
         state = {"step": o.step, "tokens_seen": self.tokens_seen, "best_val_loss": sanitize(self.best_val),
                  "time": o.writer.elapsed() if o.writer else 0.0, "rng": ckpt.encode_bytes(torch.get_rng_state()),
                  "data_rng": data_rng, "model_config": asdict(self.cfg.model),

@@ -23,6 +23,16 @@ SMALL = {"model": dict(n_layer=2, n_head=2, n_embd=32, block_size=32),
                        log_interval=1, sample_tokens=16)}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core CPU train faster, and steadier, on one thread (no spin-waiting on
+    a core another process holds)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_run(corpus: Path, name: str = "r", **over: dict) -> Path:
     tables = {t: {**SMALL.get(t, {}), **over.get(t, {})} for t in ("model", "data", "train")}
     tables["data"] = {"corpus": str(corpus), "tokenizer_kind": "char", **tables["data"]}
@@ -202,15 +212,6 @@ def test_n_embd_must_divide_by_n_head(home, small_corpus):
         make_run(small_corpus, model=dict(n_embd=30, n_head=4))
 
 
-@pytest.fixture
-def one_thread():
-    """Small models on a shared 2-core CPU run faster (and steadier) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Measured on python-docs (first 200 KB, char-level, vocab ~100, ln(vocab) ~ 4.6): the GPT ends at ~2.45 and
 # the LSTM at ~2.2 (a character unigram model scores ~3.0), so these bounds leave a margin for thread timing.
 @pytest.mark.slow
@@ -218,7 +219,7 @@ def one_thread():
     (dict(kind="gpt", n_layer=2, n_head=2, n_embd=64, block_size=32), 3e-3, 250, 2.65),
     (dict(kind="lstm", n_layer=1, n_head=1, n_embd=128, block_size=32), 1e-2, 200, 2.45),
 ])
-def test_tiny_models_learn(home, small_corpus, one_thread, model, lr, steps, bound):
+def test_tiny_models_learn(home, small_corpus, model, lr, steps, bound):
     run_dir = make_run(small_corpus, model=model, train=dict(max_steps=steps, batch_size=16, lr=lr, min_lr=lr / 10,
                                                              warmup_steps=10, eval_interval=steps, eval_batches=8,
                                                              log_interval=50))
@@ -227,3 +228,26 @@ def test_tiny_models_learn(home, small_corpus, one_thread, model, lr, steps, bou
     first = losses(run_dir)[50]
     assert summary["val_loss"] < bound < 0.6 * math.log(vocab)
     assert summary["val_loss"] < first  # and the loss fell on the way
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(home, small_corpus):
+    """torchrun, gloo: both ranks train in step, only rank 0 writes events and checkpoints."""
+    import subprocess
+    import sys
+
+    run_dir = make_run(small_corpus, train=dict(max_steps=6, eval_interval=3))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+                        "-m", "engine", "train", "--run-dir", str(run_dir)],
+                       capture_output=True, text=True, env=env, cwd=home, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("done: max_steps at step 6") == 2  # both ranks ran to the end
+    events = read_events(run_dir)
+    starts = [e for e in events if e["event"] == "start"]
+    assert len(starts) == 1 and starts[0]["world_size"] == 2
+    assert starts[0]["tokens_per_step"] == 2 * 8 * 32
+    assert events[-1]["event"] == "done" and events[-1]["tokens_seen"] == 6 * 2 * 8 * 32
+    assert len(losses(run_dir)) == 6
+    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
+    assert state["step"] == 6 and len(state["data_rng"]) == 2 and state["data_rng"][0] != state["data_rng"][1]
