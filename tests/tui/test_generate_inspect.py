@@ -8,21 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_run import make_tiny_run
+from tests.tui.pilot_helpers import wait_for
+from tests.tui.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab, parse_sampling
 from tui.tabs.inspect import InspectTab
 from tui.widgets.heatmap import Heatmap, display_values
 from tui.widgets.prompt_input import PromptInput, load_history
 from tui.widgets.token_stream import TokenStream
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 async def open_tab(app, pilot, key: str, tab_cls):
@@ -59,7 +52,7 @@ async def test_generation_streams_text_and_escape_stops_it(run):
         assert stream.text  # text appears token by token while the worker runs
         assert tab.running
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not tab.running, timeout=5, what="the stop")
+        await wait_for(pilot, lambda: not tab.running, timeout=10, what="the stop")
         # From the key's action to the "stopped" message handled on the UI thread (pilot.press itself also
         # waits for the app to go idle, which on a loaded 2-core machine says nothing about the worker).
         assert tab.stop_latency is not None and tab.stop_latency < 0.5

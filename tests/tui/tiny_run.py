@@ -8,12 +8,16 @@ sees, so every other logit is unchanged; through the head's bias for the LSTM)."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 CORPUS = ("the cat sat on the mat. the dog sat on the log. a cat and a dog met on the mat.\n" * 8)
 
 
-def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int = 0) -> Path:
+def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int = 0,
+                  model: dict | None = None) -> Path:
+    """A run under home/checkpoints/name; `model` overrides ModelConfig fields (n_embd must exceed the
+    char vocab, 18, for the EOS trick)."""
     import torch
 
     from engine import checkpoint
@@ -27,6 +31,8 @@ def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int =
     corpus.write_text(CORPUS)
     model_cfg = (ModelConfig(kind="gpt", n_layer=2, n_head=2, n_embd=32, block_size=32) if kind == "gpt"
                  else ModelConfig(kind="lstm", n_layer=2, n_head=1, n_embd=24, block_size=32))
+    if model:
+        model_cfg = replace(model_cfg, **model)
     cfg = RunConfig(model=model_cfg, data=DataConfig(corpus=str(corpus), tokenizer_kind="char"),
                     train=TrainConfig(max_steps=10, batch_size=4, eval_interval=5))
     run_dir = create_run(cfg, name=name)

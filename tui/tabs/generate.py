@@ -95,7 +95,7 @@ def speed_line(count: int, elapsed: float) -> str:
     return f"{count} tok · {rate:,.1f} tok/s"
 
 
-class GenerateTab(EngineTab):
+class GenerateTab(EngineTab, can_focus=True):
     TITLE = "Generate"
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate"),
@@ -106,10 +106,10 @@ class GenerateTab(EngineTab):
     ]
     DEFAULT_CSS = """
     GenerateTab { padding: 0 1; }
-    GenerateTab #gen-prompt { margin: 1 0 0 0; }
+    GenerateTab #gen-prompt { margin: 1 0; }
     GenerateTab #gen-params { height: 1; margin: 1 0; }
     GenerateTab #gen-params Label { margin: 0 1 0 0; color: $text-muted; }
-    GenerateTab #gen-params Input { width: 8; margin: 0 2 0 0; }
+    GenerateTab #gen-params Input { width: 7; margin: 0 2 0 0; }
     GenerateTab #gen-outputs { height: 1fr; }
     GenerateTab #out-b { display: none; margin-left: 1; }
     GenerateTab.-ab #out-b { display: block; }
@@ -125,11 +125,13 @@ class GenerateTab(EngineTab):
         self._started = 0.0
         self._stop_pressed = 0.0
         self.stop_latency: float | None = None  # seconds from Escape to the stream's end being shown
+        self.speeds: dict[int, float] = {}  # tokens/s per side as last shown (read by benchmarks/ui_generate.py)
 
     def compose(self) -> ComposeResult:
-        yield RunPicker(id="gen-run")
+        # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
         yield PromptInput(placeholder="prompt (Enter or ctrl+g generates, Up/Down: history)", id="gen-prompt",
                           compact=True)
+        yield RunPicker(id="gen-run")
         with Horizontal(id="gen-params"):
             for key, label, default, _ in _FIELDS:
                 yield Label(label)
@@ -273,6 +275,7 @@ class GenerateTab(EngineTab):
         stream = self._side(message.side)
         stream.append(message.tokens)
         stream.set_stats(speed_line(message.count, message.elapsed))
+        self.speeds[message.side] = message.count / message.elapsed if message.elapsed > 0 else 0.0
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
         self.running = False

@@ -70,7 +70,7 @@ class LiveUpdate(Message):
         self.heads, self.new_checkpoint = heads, new_checkpoint
 
 
-class InspectTab(EngineTab):
+class InspectTab(EngineTab, can_focus=True):
     TITLE = "Inspect"
     BINDINGS = [
         Binding("ctrl+g", "inspect", "Inspect"),
@@ -90,6 +90,7 @@ class InspectTab(EngineTab):
         Binding("f", "toggle_first", "Hide sink"),
         Binding("r", "toggle_normalize", "Row norm"),
         Binding("c", "scale", "Scale"),
+        Binding("t", "side_panel", "Heads/Next/Lens/Trend"),
         Binding("v", "live", "Live"),
         Binding("s", "export", "Export"),
     ]
@@ -97,7 +98,7 @@ class InspectTab(EngineTab):
     InspectTab { padding: 0 1; }
     InspectTab #insp-top { height: 1; }
     InspectTab #insp-live { width: auto; margin-left: 2; color: $text-muted; }
-    InspectTab #insp-prompt { margin: 1 0 0 0; }
+    InspectTab #insp-prompt { margin: 1 0; }
     InspectTab #insp-main { height: 1fr; margin-top: 1; }
     InspectTab #insp-view { width: 1fr; }
     InspectTab #insp-side { width: 40%; min-width: 34; max-width: 56; margin-left: 1; }
@@ -131,11 +132,12 @@ class InspectTab(EngineTab):
         self._heads_events: list[dict] = []
 
     def compose(self) -> ComposeResult:
+        # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
+        yield PromptInput(placeholder="prompt (empty: the start of the run's corpus) · Enter inspects",
+                          id="insp-prompt", compact=True)
         with Horizontal(id="insp-top"):
             yield RunPicker(checkpoint="latest", id="insp-run")
             yield Label("live: off", id="insp-live")
-        yield PromptInput(placeholder="prompt (empty: the start of the run's corpus) · Enter inspects",
-                          id="insp-prompt", compact=True)
         with Horizontal(id="insp-main"):
             with ContentSwitcher(initial="grid", id="insp-view"):
                 yield HeadGrid(id="grid")
@@ -264,6 +266,11 @@ class InspectTab(EngineTab):
 
     def action_scale(self) -> None:
         self.scale = SCALES[(SCALES.index(self.scale) + 1) % len(SCALES)]
+
+    def action_side_panel(self) -> None:
+        side = self.query_one("#insp-side", TabbedContent)
+        panes = [pane.id for pane in side.query(TabPane)]
+        side.active = panes[(panes.index(side.active) + 1) % len(panes)]
 
     def action_live(self) -> None:
         self.live = not self.live

@@ -1,0 +1,127 @@
+"""UI responsiveness while generating (issue 6): stream 2,000 tokens in the Generate tab and measure
+
+- key latency: from a key press to its binding's action running, sampled every ~0.1 s during the stream
+  (target: p95 < 100 ms);
+- tokens/s shown in the tab vs `smallgpt generate --json` (the CLI, its own process) on the same run.
+
+The model has the `tiny` preset's shape (4 layers, 4 heads, 128 wide, block 64), seed-initialised, with
+end-of-text suppressed so every stream runs its full length (tests/tui/tiny_run.py). The app runs headless
+(Pilot), so no terminal is needed. CLI and TUI runs alternate so drift on a shared machine cancels out.
+
+    python benchmarks/ui_generate.py [--tokens 2000] [--repeats 2] [--json]
+    from benchmarks.ui_generate import measure; measure(tokens=2000)   # for benchmarks/bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TINY_SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
+KEY = "f12"  # bound by the probe app below to an action that only records when it ran
+
+
+def _cli_tokens_per_s(home: Path, run: Path, tokens: int) -> float:
+    env = dict(os.environ, SMALLGPT_HOME=str(home))
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "generate", str(run), "--max-new-tokens", str(tokens),
+                          "--prompt", "the cat", "--seed", "0", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)["tokens_per_s"])
+
+
+async def _tui_run(tokens: int) -> dict:
+    from textual.binding import Binding
+
+    from tui.app import SmallGPTApp
+    from tui.tabs.generate import GenerateTab
+    from tui.widgets.prompt_input import PromptInput
+    from tui.widgets.run_picker import RunPicker
+
+    handled: list[float] = []
+
+    class ProbeApp(SmallGPTApp):
+        CSS_PATH = str(ROOT / "tui" / SmallGPTApp.CSS_PATH)  # relative paths resolve next to the subclass
+        BINDINGS = [*SmallGPTApp.BINDINGS, Binding(KEY, "probe", "probe", show=False, priority=True)]
+
+        def action_probe(self) -> None:
+            handled.append(time.perf_counter())
+
+    app = ProbeApp()
+    latencies: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        tab = app.query_one(GenerateTab)
+        while tab.query_one(RunPicker).run_dir is None:
+            await pilot.pause(0.05)
+        tab.query_one("#gen-max_new_tokens").value = str(tokens)
+        tab.query_one(PromptInput).value = "the cat"
+        tab.query_one(PromptInput).focus()
+        await pilot.press("enter")
+        stream = tab.query_one("#out-a")
+        while tab.running or stream.token_count < tokens:
+            if stream.token_count > 0:  # streaming (not loading the model): probe a key press
+                sent = time.perf_counter()
+                await pilot.press(KEY)
+                if handled and handled[-1] >= sent:
+                    latencies.append(handled[-1] - sent)
+            await pilot.pause(0.1)
+            if not tab.running and stream.token_count < tokens:
+                raise RuntimeError(f"the stream ended after {stream.token_count} of {tokens} tokens")
+        return {"tui_tokens_per_s": tab.speeds[0], "latencies_ms": [1000 * x for x in latencies]}
+
+
+def measure(tokens: int = 2000, repeats: int = 2) -> dict:
+    from tests.tui.tiny_run import make_tiny_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        os.environ["SMALLGPT_HOME"] = str(home)
+        run = make_tiny_run(home, model=TINY_SHAPE)
+        cli, tui, lat = [], [], []
+        for _ in range(repeats):
+            cli.append(_cli_tokens_per_s(home, run, tokens))
+            result = asyncio.run(_tui_run(tokens))
+            tui.append(result["tui_tokens_per_s"])
+            lat.extend(result["latencies_ms"])
+    lat.sort()
+    return {
+        "tokens": tokens,
+        "cli_tokens_per_s": round(statistics.median(cli), 1),
+        "tui_tokens_per_s": round(statistics.median(tui), 1),
+        "ratio": round(statistics.median(tui) / statistics.median(cli), 3),
+        "key_presses": len(lat),
+        "key_latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
+        "key_latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 1) if lat else None,
+        "key_latency_max_ms": round(lat[-1], 1) if lat else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    r = measure(args.tokens, args.repeats)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"streaming {r['tokens']} tokens: TUI {r['tui_tokens_per_s']} tok/s vs CLI {r['cli_tokens_per_s']} tok/s "
+          f"(ratio {r['ratio']})")
+    print(f"key latency over {r['key_presses']} presses: p50 {r['key_latency_p50_ms']} ms, "
+          f"p95 {r['key_latency_p95_ms']} ms, max {r['key_latency_max_ms']} ms (target < 100 ms)")
+
+
+if __name__ == "__main__":
+    main()
