@@ -105,3 +105,10 @@ def test_inspect_json_and_bad_head(run_home):
     r = smallgpt(run_home, "inspect", "r", "--prompt", "x", "--head", "2")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == "error: --head 2 is out of range: the model has 2 heads (0..1)."
+
+
+def test_the_shared_heatmap_renderer_needs_rich_only():
+    """tui/render is imported by the CLI: it must not pull Textual in (nor pay for its import)."""
+    code = "import sys, tui.render.heatmap; sys.exit('textual' in sys.modules)"
+    r = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert r.returncode == 0, r.stderr
