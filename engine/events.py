@@ -20,6 +20,10 @@ class EventWriter:
     def __init__(self, run_dir: Path, time_offset: float = 0.0):
         self.path = Path(run_dir) / EVENTS_FILE
         self._f = self.path.open("a", encoding="utf-8")
+        # A crash (or a full disk) mid-line leaves a torn last line: end it, or our first event would be
+        # glued to it and skipped by every reader (a resumed run's `start` lost).
+        if self._f.tell() and not _ends_with_newline(self.path):
+            self._f.write("\n")
         self._t0 = time.monotonic() - time_offset
 
     def elapsed(self) -> float:
@@ -34,6 +38,12 @@ class EventWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
 
 
 def _json_default(o: Any) -> Any:
