@@ -114,6 +114,56 @@ def test_kill9_resume_sigterm_resume_finishes_with_nothing_lost(corpus):
     assert [e["resumed_from"] for e in events(run, "start")] == [None, saved, done["step"]]
 
 
+# --- the trainer in this process: a full disk, a torn events line ----------------------------------------
+
+def test_disk_full_mid_run_fails_with_one_sentence_and_the_run_resumes_when_space_is_back(corpus):
+    import errno
+
+    import safetensors.torch
+
+    from engine.errors import CheckpointError
+    from engine.trainer import train
+
+    run = tiny_run(corpus, "full", max_steps=8, eval_interval=2)
+    real_save, saves = safetensors.torch.save_model, []
+
+    def fills_up(*args: Any, **kwargs: Any) -> Any:  # the 4th checkpoint write finds the disk full
+        saves.append(1)
+        if len(saves) >= 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(CheckpointError) as e:
+        mp.setattr(safetensors.torch, "save_model", fills_up)
+        train(run)
+    assert "No space left on device" in str(e.value) and "free some disk space" in str(e.value)
+    info = run_info(run)
+    assert info.status == "failed" and "No space left on device" in info.error
+    saved = latest_step(run)
+    assert saved in (2, 4)  # the last complete checkpoint before the full disk
+    assert not [p for p in (run / "ckpt").iterdir() if p.name.startswith(".")]  # no half-written leftovers
+    # Space is back (the failing writer is gone): resume.
+    summary = train(run, resume=True)
+    assert summary["steps"] == 8 and run_info(run).status == "finished"
+    assert_steps_continue_from_each_resume(run)
+
+
+def test_a_torn_last_event_line_does_not_swallow_the_resumed_runs_start(corpus):
+    from engine.trainer import train
+
+    run = tiny_run(corpus, "torn", max_steps=4, eval_interval=2)
+    train(run)
+    with (run / EVENTS_FILE).open("a") as f:  # what a crash or a full disk mid-write leaves
+        f.write('{"event": "step", "step": 5, "lo')
+    cfg = RunConfig.load(run / "config.toml")
+    cfg.train.max_steps = 6
+    cfg.save(run / "config.toml")
+    train(run, resume=True)
+    assert [e["resumed_from"] for e in events(run, "start")] == [None, 4]
+    assert run_info(run).status == "finished" and run_info(run).step == 6
+    assert_steps_continue_from_each_resume(run)
+
+
 # --- the TUI killed while its run trains; two TUIs on one run -------------------------------------------
 
 TUI_SCRIPT = """
