@@ -169,6 +169,8 @@ class SmallGPTApp(App):
 
     # ----- quitting ---------------------------------------------------------------------------------
     async def action_quit(self) -> None:
+        if isinstance(self.screen, QuitScreen):  # ctrl+q again while asked: the question stands
+            return
         live = self.query_one(TrainTab).live_runs()
         if not live:
             self.exit()
