@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from ckpt/latest")
     args = p.parse_args(argv)
 
-    from .trainer import train
+    from .runs import quiet_openmp
+
+    quiet_openmp()
+    from .trainer import train  # imports torch
 
     try:
         summary = train(args.run_dir, resume=args.resume)

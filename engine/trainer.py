@@ -351,9 +351,9 @@ class _Loop:
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                     # DDP: all-reduce gradients only on the last micro-step of an accumulation.
                     sync = self.net.no_sync() if ddp and micro < t.grad_accum - 1 else nullcontext()
-                    with sync, self.autocast():
-                        _, loss = self.net(x, y)
                     with sync:
+                        with self.autocast():  # the forward only: backward runs in the dtypes autocast chose
+                            _, loss = self.net(x, y)
                         (loss / t.grad_accum).backward()
                     loss_sum += loss.detach()
                 n_loss += t.grad_accum

@@ -236,7 +236,7 @@ def test_two_process_ddp_on_cpu(home, small_corpus):
     import subprocess
     import sys
 
-    run_dir = make_run(small_corpus, train=dict(max_steps=6, eval_interval=3))
+    run_dir = make_run(small_corpus, train=dict(max_steps=6, eval_interval=3, grad_accum=2))  # no_sync path too
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
                         "-m", "engine", "train", "--run-dir", str(run_dir)],
@@ -246,8 +246,8 @@ def test_two_process_ddp_on_cpu(home, small_corpus):
     events = read_events(run_dir)
     starts = [e for e in events if e["event"] == "start"]
     assert len(starts) == 1 and starts[0]["world_size"] == 2
-    assert starts[0]["tokens_per_step"] == 2 * 8 * 32
-    assert events[-1]["event"] == "done" and events[-1]["tokens_seen"] == 6 * 2 * 8 * 32
+    assert starts[0]["tokens_per_step"] == 2 * 2 * 8 * 32  # ranks x accumulation x batch x block
+    assert events[-1]["event"] == "done" and events[-1]["tokens_seen"] == 6 * 2 * 2 * 8 * 32
     assert len(losses(run_dir)) == 6
     state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
     assert state["step"] == 6 and len(state["data_rng"]) == 2 and state["data_rng"][0] != state["data_rng"][1]

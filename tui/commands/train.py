@@ -86,7 +86,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"[bold]smallgpt runs stop {escape(str(run_dir))}[/]")
         return 0
 
-    from engine.trainer import train
+    runs.quiet_openmp()
+    from engine.trainer import train  # imports torch
 
     with _TrainProgress(out, cfg.train.max_steps) as progress:
         summary = train(run_dir, resume=args.resume, on_event=progress.on_event)
