@@ -174,11 +174,13 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def launch(run_dir: Path, resume: bool = False) -> int:
+def launch(run_dir: Path, resume: bool = False, wait: float = 0.0) -> int:
     """Start `python -m engine train --run-dir R` detached (own session, no terminal); return its pid.
 
     Its own session means it survives the TUI quitting and the SSH connection dropping; stdout and
-    stderr go to RUN/train.log.
+    stderr go to RUN/train.log. With wait > 0, block until the trainer holds the run's lock (so a
+    `runs tail -f` right after finds it running); a process that dies first is a RunError quoting its
+    last log line.
     """
     run_dir = Path(run_dir).resolve()
     if is_running(run_dir):
@@ -190,6 +192,13 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=str(home().resolve()), env=env, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + wait
+    while wait > 0 and not is_running(run_dir) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            lines = (run_dir / LOG_FILE).read_text(errors="replace").strip().splitlines()
+            last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
+            raise RunError(f"The training process of {run_dir.name} stopped at once: {last}")
+        time.sleep(0.05)
     return proc.pid
 
 
