@@ -453,6 +453,8 @@ def download(url: str, sha256: str | None = None, max_bytes: int = DEFAULT_MAX_D
         os.replace(tmp, dest)
         return dest
     except urllib.error.HTTPError as e:
+        if "infinite loop" in str(e.reason):  # urllib's own reason for a loop (or > 10 hops) spans 3 lines
+            raise CorpusError(f"{url} redirects in a loop (or more than 10 times): check the URL.") from None
         raise CorpusError(f"The server answered {e.code} {e.reason} for {url}: check the URL.") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException):
         raise _unreachable(host, url) from None
