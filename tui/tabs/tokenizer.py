@@ -210,7 +210,8 @@ class TokenizerTab(EngineTab):
             color = TOKEN_COLORS[n % len(TOKEN_COLORS)]
             # Underlining every other token keeps the boundaries visible where colour is off (NO_COLOR).
             shown.append(visible(self.tokenizer.id_to_token(i)), style=f"on {color}" + (" underline" if n % 2 else ""))
-            id_line.append(f"{i} ", style=f"bold {color}" if not n % 2 else "bold")
+            id_line.append(str(i), style=f"on {color}" + (" underline" if n % 2 else ""))
+            id_line.append(" ")
         report = self.tokenizer.report(text)
         pieces.update(shown + Text("\n") + id_line)
         stats.update(f"{len(text)} chars → {len(ids)} tokens, {report['chars_per_token']:.2f} chars/token, "

@@ -160,6 +160,7 @@ class TrainTab(EngineTab):
         self._chart_dirty = self._status_dirty = False
         self._chart_drawn = 0.0
         self._sample_shown: str | None = None
+        self._launched: dict[str, int] = {}
 
     # ----- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -381,6 +382,7 @@ class TrainTab(EngineTab):
         w.pid, w.stopping = pid, False
         if pid is not None:
             w.history.ended = ""
+            self._launched[key] = pid  # still asked about at quit after the user follows another run
         self.watches[key] = w
         self.post_message(RunAttached(key))
         self._show_runs()
@@ -388,7 +390,11 @@ class TrainTab(EngineTab):
 
     def live_runs(self) -> list[Path]:
         """Runs this TUI follows or launched that are still training (asked about when quitting)."""
-        return [w.path for w in self.watches.values() if w.running or (w.pid and _pid_alive(w.pid))]
+        from engine.runs import is_running
+
+        live = {w.path for w in self.watches.values() if w.running or (w.pid and _pid_alive(w.pid))}
+        live |= {Path(p) for p, pid in self._launched.items() if is_running(Path(p)) or _pid_alive(pid)}
+        return sorted(live)
 
     def stop_runs(self, paths: list[Path]) -> None:
         try:
