@@ -62,6 +62,7 @@ def train(run_dir: Path, resume: bool = False, on_event: EventCallback | None = 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): create it with `smallgpt train`.")
+    RunConfig.load(run_dir / CONFIG_FILE).validate()  # a broken config fails at once, before the lock and events
     dist = Dist.from_env()
     if not dist.main:
         return _Trainer(run_dir, resume, None, dist).run()

@@ -118,3 +118,14 @@ def test_launch_refuses_a_running_run(home):
     with runs.hold_lock(path):
         with pytest.raises(RunError, match="already running"):
             runs.launch(path)
+
+
+def test_launch_reports_a_trainer_that_dies_at_once(home):
+    path = home / "checkpoints" / "bad"
+    path.mkdir(parents=True)
+    cfg = RunConfig()
+    cfg.model.n_embd = 30  # saved unvalidated, as a hand edit would be
+    cfg.save(path / "config.toml")
+    with pytest.raises(RunError, match=r"The training process of bad stopped at once: n_embd \(30\) must be"):
+        runs.launch(path, wait=120)
+    assert not runs.is_running(path)

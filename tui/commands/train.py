@@ -77,7 +77,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     out.print(escape(dumps_toml(cfg.to_dict()).rstrip()), style="dim")
 
     if args.detach:
-        pid = runs.launch(run_dir, resume=args.resume)
+        with out.status("starting the training process..."):
+            pid = runs.launch(run_dir, resume=args.resume, wait=120)
         if args.json:
             console.print_json(json.dumps({"run_dir": str(run_dir), "pid": pid, "detached": True}))
         else:
