@@ -110,10 +110,11 @@ class _TrainProgress:
 
     def __init__(self, console: Console, total: int):
         self.console = console
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
                                  TextColumn("ETA {task.fields[eta]}"), console=console, transient=False)
-        self.task = self.progress.add_task("train", total=total, loss="-", tps="-", eta="-")
+        # Encoding a corpus the first time can take a while before the first step: say so.
+        self.task = self.progress.add_task("preparing data", total=total, loss="-", tps="-", eta="-")
 
     def __enter__(self) -> "_TrainProgress":
         self.progress.start()
@@ -128,7 +129,7 @@ class _TrainProgress:
             params = e["params"]["total"] if isinstance(e.get("params"), dict) else e.get("params")
             resumed = f", resumed from step {e['resumed_from']}" if e.get("resumed_from") is not None else ""
             self.console.print(f"{params:,} parameters on {e['device']} ({e['dtype']}){resumed}")
-            self.progress.update(self.task, completed=step)
+            self.progress.update(self.task, completed=step, description="train")
         elif kind == "step":
             eta = int(e.get("eta_s") or 0)
             self.progress.update(self.task, completed=step, loss=f"{e['loss']:.4f}", tps=f"{e['tokens_per_s']:,.0f}",
