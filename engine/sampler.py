@@ -76,11 +76,13 @@ def _pick(logits: Tensor, seen: Tensor, cfg: SamplingConfig, generator: torch.Ge
     if cfg.repetition_penalty != 1.0:
         # CTRL: shrink the logits of seen ids towards less likely, whatever their sign.
         penalized = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
-        logits = torch.where(seen, penalized, logits)
+        # A tiny penalty can push seen logits to +-inf: keep them finite so the shift below stays a number.
+        logits = torch.where(seen, penalized, logits).nan_to_num()
     if cfg.temperature == 0:
         i = int(torch.argmax(logits))
         return i, float(model_probs[i])
-    logits = logits / cfg.temperature
+    # The largest logit at 0 before dividing: a tiny temperature sends the rest to -inf, never to inf - inf.
+    logits = (logits - logits.max()) / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.numel():
         # Keep exactly k ids (a threshold on the k-th value would let ties through).
         values, keep = torch.topk(logits, cfg.top_k)
@@ -90,6 +92,7 @@ def _pick(logits: Tensor, seen: Tensor, cfg: SamplingConfig, generator: torch.Ge
         # The smallest set of most likely ids whose mass reaches top_p: an id stays if the mass before it < p.
         sorted_probs, order = torch.sort(probs, descending=True)
         drop = (torch.cumsum(sorted_probs, dim=0) - sorted_probs) >= cfg.top_p
+        drop[0] = False  # the most likely id always stays (a top_p below float32's range compares as 0)
         probs = probs.scatter(0, order[drop], 0.0)
     i = int(torch.multinomial(probs, 1, generator=generator))
     return i, float(model_probs[i])
