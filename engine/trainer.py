@@ -204,6 +204,9 @@ class _Trainer:
         state: dict[str, Any] | None = ckpt.read_state(latest) if (self.resume and latest is not None) else None
         if state is not None:  # refused before any event: a mistaken resume must not mark the run failed
             ckpt.check_model_config(state.get("model_config", {}), asdict(cfg.model), run_dir)
+            if state["step"] >= cfg.train.max_steps:
+                raise RunError(f"Run {run_dir} already reached max_steps {cfg.train.max_steps}: "
+                               f"raise --max-steps to train it further.")
         if dist.world_size > 1:
             self._init_distributed(cfg)
 
@@ -267,9 +270,6 @@ class _Trainer:
             else:  # a different world size: the data order cannot be exact, but stays seeded
                 gen.manual_seed(cfg.train.seed + 7919 * dist.rank + 104729 * self.step)
                 log.warning("world size changed on resume; data order reseeded")
-        if self.step >= cfg.train.max_steps:
-            raise RunError(f"Run {run_dir} already reached max_steps {cfg.train.max_steps}: "
-                           f"raise --max-steps to train it further.")
 
         params = count_params(model)
         self.emit("start", config=cfg.to_dict(), params=params, device=device, dtype=dtype,

@@ -135,6 +135,7 @@ def test_starting_over_a_checkpoint_needs_resume(home, small_corpus):
         train(run_dir)
     with pytest.raises(RunError, match="already reached max_steps 4.*--max-steps"):
         train(run_dir, resume=True)
+    assert runs.run_info(run_dir).status == "finished"  # neither refusal touched the run
 
 
 def test_a_second_trainer_on_a_live_run_is_refused(home, small_corpus):
