@@ -74,14 +74,19 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.round(x / scale).to(torch.int8), scale
 
 
-def int8_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, min_rows: int) -> Tensor:
-    """x [M, K] fp32 @ (w_q [N, K] int8 * w_scale [N])^T with x quantized per row: fp32 [M, N]."""
-    x_q, x_scale = quantize_rows(x)
+def int8_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None, min_rows: int) -> Tensor:
+    """x [M, K] fp32 @ (w_q [N, K] int8 * w_scale [N])^T + bias, with x quantized per row: fp32 [M, N].
+
+    Written for few passes over memory (in-place where the tensor is ours): at prefill sizes the
+    elementwise work around the int8 product costs as much as the product itself.
+    """
+    amax = x.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)  # an all-zero row quantizes to zeros
+    x_q = torch.mul(x, 127.0 / amax).round_().to(torch.int8)  # |x| * 127 / amax <= 127: no clamp needed
     m = x_q.size(0)
     if m < min_rows:
         x_q = F.pad(x_q, (0, 0, 0, min_rows - m))
-    acc = torch._int_mm(x_q, w_q.t())[:m]
-    return acc.to(torch.float32).mul_(x_scale).mul_(w_scale)
+    y = torch._int_mm(x_q, w_q.t())[:m].to(torch.float32).mul_(amax.div_(127.0))
+    return y.mul_(w_scale) if bias is None else torch.addcmul(bias, y, w_scale)
 
 
 class QuantLinear(nn.Module):
@@ -115,9 +120,7 @@ class QuantLinear(nn.Module):
         if min_rows is None:
             y = F.linear(x2, self.dequantized_weight(), self.bias)
         else:
-            y = int8_linear(x2, self.weight_int8, self.weight_scale, min_rows)
-            if self.bias is not None:
-                y += self.bias
+            y = int8_linear(x2, self.weight_int8, self.weight_scale, self.bias, min_rows)
         return y.view(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
