@@ -81,8 +81,9 @@ def _pick(logits: Tensor, seen: Tensor, cfg: SamplingConfig, generator: torch.Ge
     if cfg.temperature == 0:
         i = int(torch.argmax(logits))
         return i, float(model_probs[i])
-    # The largest logit at 0 before dividing: a tiny temperature sends the rest to -inf, never to inf - inf.
-    logits = (logits - logits.max()) / cfg.temperature
+    # The largest logit at 0, and a temperature float32 can hold (1e-300 would round to 0): a tiny one sends
+    # the rest to -inf, i.e. greedy, never to 0 / 0 or inf - inf.
+    logits = (logits - logits.max()) / max(cfg.temperature, torch.finfo(torch.float32).tiny)
     if cfg.top_k is not None and cfg.top_k < logits.numel():
         # Keep exactly k ids (a threshold on the k-th value would let ties through).
         values, keep = torch.topk(logits, cfg.top_k)
