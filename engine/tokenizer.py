@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -36,6 +37,7 @@ KINDS = ("char", "word", "bpe")
 DEFAULT_VOCAB_SIZE = {"word": 8192, "bpe": 4096}
 # GPT-2's pre-tokenization pattern: a word keeps its leading space, whitespace runs stand alone.
 _WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _REPORT_MAX_CHARS = 1 << 20  # the held-out report encodes at most this much text: enough for stable rates
 
 
@@ -60,11 +62,11 @@ class Tokenizer:
         return i
 
     def encode(self, text: str) -> list[int]:
-        return self._tk.encode(text, add_special_tokens=False).ids
+        return self._tk.encode(_no_surrogates(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Many texts at once (the Rust side runs them in parallel)."""
-        return [e.ids for e in self._tk.encode_batch(texts, add_special_tokens=False)]
+        return [e.ids for e in self._tk.encode_batch([_no_surrogates(t) for t in texts], add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         # Special tokens are kept: a text holding "<|endoftext|>" must round-trip too.
@@ -251,3 +253,9 @@ def _unicode_to_byte() -> dict[str, int]:
             chars.append(256 + extra)
             extra += 1
     return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def _no_surrogates(text: str) -> str:
+    """Lone surrogates (invalid UTF-8 in argv or a file name, decoded with surrogateescape) are no text the
+    Rust side accepts (it raises a bare TypeError): U+FFFD instead, as the corpus reader does."""
+    return _SURROGATE.sub("\ufffd", text)
