@@ -6,6 +6,7 @@ are refused (a typo must not be silently ignored); missing keys take their defau
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -203,7 +204,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        # JSON's escapes are TOML's, and TOML also forbids a raw DEL (a control character in a path or corpus
+        # name must not make the run's config.toml unreadable).
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
@@ -239,7 +242,10 @@ def _coerce(name: str, value: Any, expected: type) -> Any:
             return value
     elif expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond any float (TOML integers have no limit in tomllib)
+                raise ConfigError(f"{name} is too large (got an integer of {len(str(value))} digits).") from None
     elif expected is str:
         if isinstance(value, str):
             return value
