@@ -101,7 +101,7 @@ async def test_a_new_app_reattaches_to_a_live_run_with_its_history(corpus, home)
     launch(run)
     try:
         assert wait_for_lock(run)
-        first = SmallGPTApp()
+        first = SmallGPTApp(corpus=corpus)
         async with first.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: _attached(first) is not None, timeout=60, what="re-attach")
             await wait_for(pilot, lambda: len(_attached(first).history.train_loss) >= 2, timeout=120,
@@ -112,15 +112,15 @@ async def test_a_new_app_reattaches_to_a_live_run_with_its_history(corpus, home)
             assert isinstance(first.screen, QuitScreen)
             await pilot.press("l")  # leave it running
         assert is_running(run)
-        second = SmallGPTApp()
+        second = SmallGPTApp(corpus=corpus)
         async with second.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: _attached(second) is not None, timeout=30, what="re-attach")
+            assert any("Re-attached to live run live" in n.message for n in second._notifications)
             w = _attached(second)
             await wait_for(pilot, lambda: len(w.history.train_loss) > seen and w.running, timeout=60,
                            what="history plus new points")
             assert w.history.train_steps[:seen] == sorted(w.history.train_steps[:seen])  # history from step 0
             assert w.history.train_steps[0] <= 5
-            assert any("Re-attached to live run live" in n.message for n in second._notifications)
             await pilot.press("ctrl+q")
             assert isinstance(second.screen, QuitScreen)
             await pilot.press("s")  # stop it
