@@ -69,10 +69,12 @@ class GeneratedToken:
     prob: float  # the model's probability of this token (softmax of the raw logits, before any sampling rule)
 
 
-def _pick(logits: Tensor, seen: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> tuple[int, float]:
-    """Choose the next id from one position's logits [V]; returns (id, the model's probability of it)."""
+def _pick(logits: Tensor, seen: Tensor, banned: Tensor, cfg: SamplingConfig,
+          generator: torch.Generator) -> tuple[int, float]:
+    """Choose the next id from one position's logits [V], never a banned one; returns (id, the model's
+    probability of it)."""
     model_probs = torch.softmax(logits.float(), dim=-1)
-    logits = logits.float()
+    logits = logits.float().masked_fill(banned, float("-inf"))
     if cfg.repetition_penalty != 1.0:
         # CTRL: shrink the logits of seen ids towards less likely, whatever their sign.
         penalized = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
@@ -141,7 +143,7 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
 
     @torch.inference_mode()
     def pick(logits: Tensor) -> tuple[int, float]:
-        return _pick(logits, seen, cfg, generator)
+        return _pick(logits, seen, banned, cfg, generator)
 
     if cfg.max_new_tokens == 0:
         return
@@ -155,6 +157,13 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
         # Sized by the model's vocab, which may be padded beyond the tokenizer's (gpt2: 50304).
         seen = torch.zeros(logits.numel(), dtype=torch.bool, device=device)
         seen[torch.tensor(context, device=device)] = True
+        # Never sample padding, the unknown-token placeholder, or ids past the tokenizer's vocabulary:
+        # they have no text, and an untrained model still gives them some probability.
+        banned = torch.zeros_like(seen)
+        banned[getattr(tokenizer, "vocab_size", logits.numel()):] = True
+        for special in (getattr(tokenizer, "pad_id", None), getattr(tokenizer, "unk_id", None)):
+            if special is not None:
+                banned[special] = True
         for n in range(cfg.max_new_tokens):
             token, prob = pick(logits)
             if token == tokenizer.eos_id:

@@ -244,3 +244,22 @@ def test_bad_settings_are_refused_in_one_sentence(field, value, message):
     setattr(cfg, field, value)  # edited after construction: generate validates again
     with pytest.raises(ConfigError, match=message):
         next(generate(script_model("a"), TOK, "x", cfg))
+
+
+class PaddedTokenizer(ByteTokenizer):
+    """A byte tokenizer with padding and unknown-token ids, and a model vocab padded past it."""
+
+    pad_id = 65  # "A"
+    unk_id = 66  # "B"
+    vocab_size = 257
+
+
+def test_padding_unknown_and_ids_past_the_vocab_are_never_sampled():
+    logits = torch.zeros(300)
+    logits[[65, 66, 280]] = 5.0  # the model prefers exactly the ids that must never appear
+    tokens = list(generate(fixed_model(logits), PaddedTokenizer(), "x",
+                           SamplingConfig(max_new_tokens=200, temperature=1.0, seed=3)))
+    ids = {t.id for t in tokens}
+    assert len(tokens) == 200 and not ids & {65, 66, 280}
+    greedy = list(generate(fixed_model(logits), PaddedTokenizer(), "x", SamplingConfig(max_new_tokens=5, temperature=0)))
+    assert not {t.id for t in greedy} & {65, 66, 280}
