@@ -50,7 +50,7 @@ class SmallGPTApp(App):
     BINDINGS = [
         *[Binding(str(i), f"show_tab('{pane}')", f"{title} tab", show=False)
           for i, (pane, title, _) in enumerate(TABS, 1)],
-        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("question_mark,f1", "help", "Help"),
         Binding("escape", "leave_field", "Leave the field (then 1-5 switch tabs)", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -135,7 +135,12 @@ class SmallGPTApp(App):
     def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """(section title, [(key, description)]) for the app and each tab, from their BINDINGS."""
         def keys(bindings: Iterable[Binding]) -> list[tuple[str, str]]:
-            return [(self.get_key_display(b), b.description) for b in bindings if b.description]
+            # A binding of several keys ("question_mark,f1") arrives as one per key: one row, keys joined.
+            rows: dict[tuple[str, str], list[str]] = {}
+            for b in bindings:
+                if b.description:
+                    rows.setdefault((b.action, b.description), []).append(self.get_key_display(b))
+            return [(", ".join(dict.fromkeys(k)), description) for (_, description), k in rows.items()]
 
         sections = [("Everywhere", keys(Binding.make_bindings(self.BINDINGS))
                      + [("ctrl+p", "Command palette: every action by name")])]
