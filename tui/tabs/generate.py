@@ -34,6 +34,9 @@ from tui.widgets.token_stream import TokenStream
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 1 / 30
+# The speed in a stream's border is redrawn a few times a second: changing a border repaints the whole pane,
+# which on a busy 2-core machine costs more than the text itself.
+STATS_INTERVAL = 0.25
 
 # (input id, label, default, parser): the sampling controls, in the order they are shown.
 _FIELDS: list[tuple[str, str, str, type]] = [
@@ -55,9 +58,10 @@ class GenerationRequest:
 
 
 class TokensArrived(Message):
-    def __init__(self, side: int, tokens: list[tuple[str, float]], count: int, elapsed: float) -> None:
+    def __init__(self, side: int, tokens: list[tuple[str, float]], count: int, elapsed: float,
+                 final: bool = False) -> None:
         super().__init__()
-        self.side, self.tokens, self.count, self.elapsed = side, tokens, count, elapsed
+        self.side, self.tokens, self.count, self.elapsed, self.final = side, tokens, count, elapsed, final
 
 
 class SideStarted(Message):
@@ -125,6 +129,7 @@ class GenerateTab(EngineTab, can_focus=True):
         self._started = 0.0
         self._stop_pressed = 0.0
         self.stop_latency: float | None = None  # seconds from Escape to the stream's end being shown
+        self._stats_shown: dict[int, float] = {}  # when each side's speed was last redrawn
         self.speeds: dict[int, float] = {}  # tokens/s per side as last shown (read by benchmarks/ui_generate.py)
 
     def compose(self) -> ComposeResult:
@@ -234,14 +239,11 @@ class GenerateTab(EngineTab, can_focus=True):
                 break
             batch.append((token.text, float(token.prob)))
             count += 1
-            # A small model's decode step is mostly Python holding the GIL; hand it over once per token so
-            # the UI thread (keys, redraws) never waits a whole switch interval behind the sampler.
-            time.sleep(0)
             now = time.monotonic()
             if now - last >= FLUSH_INTERVAL:
                 self.post_message(TokensArrived(side, batch, count, now - start))
                 batch, last = [], now
-        self.post_message(TokensArrived(side, batch, count, time.monotonic() - start))
+        self.post_message(TokensArrived(side, batch, count, time.monotonic() - start, final=True))
 
     @work(thread=True, exclusive=True, group="quantize", exit_on_error=False)
     def _quantize(self, run_dir: Path) -> None:
@@ -274,8 +276,11 @@ class GenerateTab(EngineTab, can_focus=True):
     def on_tokens_arrived(self, message: TokensArrived) -> None:
         stream = self._side(message.side)
         stream.append(message.tokens)
-        stream.set_stats(speed_line(message.count, message.elapsed))
         self.speeds[message.side] = message.count / message.elapsed if message.elapsed > 0 else 0.0
+        now = time.monotonic()
+        if message.final or now - self._stats_shown.get(message.side, 0.0) >= STATS_INTERVAL:
+            self._stats_shown[message.side] = now
+            stream.set_stats(speed_line(message.count, message.elapsed))
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
         self.running = False

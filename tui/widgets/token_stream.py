@@ -99,6 +99,7 @@ class TokenStream(ScrollView, can_focus=True):
 
     def _rewrap(self) -> None:
         self._frozen = []
+        self._tail_lines = []
         self._tail = Text(self._prompt, style="bold")
         for piece, prob in self._tokens:
             self._tail.append(piece, style=self._style(prob))
@@ -109,6 +110,7 @@ class TokenStream(ScrollView, can_focus=True):
             return
         self._wrap_width = width = self._content_width()
         console = self.app.console
+        lines_before = len(self._frozen) + len(self._tail_lines)
         lines = self._tail.wrap(console, width, overflow="fold")
         if len(lines) > 1:
             # Every line but the last is final: what comes next can only extend the last one.
@@ -118,8 +120,13 @@ class TokenStream(ScrollView, can_focus=True):
             self._tail = self._tail[len(self._tail.plain) - len(lines[-1].plain):]
             lines = lines[-1:]
         self._tail_lines = [Strip(list(line.render(console)), line.cell_len) for line in lines]
-        self.virtual_size = Size(width, len(self._frozen) + len(self._tail_lines))
-        self.refresh()
+        total = len(self._frozen) + len(self._tail_lines)
+        self.virtual_size = Size(width, total)
+        if total == lines_before:
+            # Most batches only lengthen the last line: repaint that line, not the whole pane.
+            self.refresh_lines(total - 1)
+        else:
+            self.refresh()
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
