@@ -23,6 +23,7 @@ from tui.messages import Progress, TokenizerReady, progress_poster
 from tui.tabs.base import EngineTab
 
 VOCAB_ROWS = 500  # rows shown at once in the vocabulary table; the filter finds the rest
+TRY_SHOWN = 2000  # tokens drawn for "try it"; the counts cover the whole text (a 1 MB paste froze the UI for minutes)
 TOKEN_COLORS = ("#2e4a62", "#5a3d2b", "#2f5233", "#523157", "#5b5120", "#1f5656")
 
 
@@ -206,12 +207,14 @@ class TokenizerTab(EngineTab):
             return
         ids = self.tokenizer.encode(text)
         shown, id_line = Text(), Text()
-        for n, i in enumerate(ids):
+        for n, i in enumerate(ids[:TRY_SHOWN]):
             color = TOKEN_COLORS[n % len(TOKEN_COLORS)]
             # Underlining every other token keeps the boundaries visible where colour is off (NO_COLOR).
             shown.append(visible(self.tokenizer.id_to_token(i)), style=f"on {color}" + (" underline" if n % 2 else ""))
             id_line.append(str(i), style=f"on {color}" + (" underline" if n % 2 else ""))
             id_line.append(" ")
+        if len(ids) > TRY_SHOWN:
+            shown.append(f" … {len(ids) - TRY_SHOWN:,} more tokens", style="dim")
         report = self.tokenizer.report(text)
         pieces.update(shown + Text("\n") + id_line)
         stats.update(f"{len(text)} chars → {len(ids)} tokens, {report['chars_per_token']:.2f} chars/token, "
