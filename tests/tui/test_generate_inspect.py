@@ -188,6 +188,23 @@ async def test_inspect_navigation_changes_layer_head_and_the_drawn_matrix(run):
         assert (tab.sel_layer, tab.sel_head) == (1, 1)
 
 
+async def test_holding_a_key_redraws_at_most_ten_times_a_second(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await inspect(app, pilot)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        before, started = tab.redraws, time.monotonic()
+        for _ in range(15):  # a held arrow key: 15 moves faster than any frame (the prompt has 22 tokens)
+            tab.action_move(-1, 0)
+        await pilot.pause(0.3)
+        elapsed = time.monotonic() - started
+        assert tab.position == len(tab.inspection.tokens) - 1 - 15
+        assert 1 <= tab.redraws - before <= elapsed * 10 + 1
+        # ...and the last state is what is drawn.
+        assert tab.query_one(Heatmap).selected_row == tab.position
+
+
 async def test_view_toggles_hide_the_sink_and_change_the_scale(run):
     app = SmallGPTApp()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -200,20 +217,33 @@ async def test_view_toggles_hide_the_sink_and_change_the_scale(run):
         np.testing.assert_allclose(values, display_values(tab.inspection.attn[0, 0], hide_first=True, scale="sqrt"))
 
 
-async def test_live_mode_redraws_after_a_new_checkpoint(run):
+async def test_live_mode_follows_heads_events_and_new_checkpoints(run):
     import torch
 
     from engine import checkpoint
     from engine.config import RunConfig
     from engine.models import build_model
 
+    from textual.widgets import Sparkline
+
+    from engine.events import EventWriter
+
+    def head(entropy: float) -> dict:
+        return {"entropy": entropy, "prev_token": 0.1, "sink": 0.2, "induction": 0.0, "distance": 2.0, "badge": ""}
+
+    writer = EventWriter(run)  # what the trainer writes at each eval
+    for step, entropy in [(10, 0.9), (20, 0.7)]:
+        writer.emit("heads", step, layers=[[head(entropy), head(0.5)], [head(0.4), head(0.3)]], probe_tokens=32)
     app = SmallGPTApp()
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await inspect(app, pilot)
         tab.query_one("#grid").focus()
         await pilot.press("v")
         assert tab.live
-        await pilot.pause(0.3)
+        trend = tab.query_one("#trend-entropy", Sparkline)
+        await wait_for(pilot, lambda: list(trend.data or []) == [0.9, 0.7], timeout=10, what="the heads trend")
+        writer.emit("heads", 30, layers=[[head(0.6), head(0.5)], [head(0.4), head(0.3)]], probe_tokens=32)
+        await wait_for(pilot, lambda: list(trend.data or []) == [0.9, 0.7, 0.6], timeout=10, what="a new eval")
         before = tab.inspection.attn.copy()
         cfg = RunConfig.load(run / "config.toml")
         torch.manual_seed(123)  # different weights: a "newer" checkpoint from the trainer
@@ -221,6 +251,7 @@ async def test_live_mode_redraws_after_a_new_checkpoint(run):
         await wait_for(pilot, lambda: not np.allclose(tab.inspection.attn, before), timeout=10,
                        what="the live redraw")
         assert tab.result.checkpoint == "latest"
+    writer.close()
 
 
 async def test_export_writes_svg_and_npz(run, home):

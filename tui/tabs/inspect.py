@@ -123,7 +123,7 @@ class InspectTab(EngineTab, can_focus=True):
     def __init__(self) -> None:
         super().__init__()
         self.result: InspectResult | None = None
-        self.redraws = 0  # how many times the view was drawn (tests check live mode redraws)
+        self.redraws = 0  # how many times the view was drawn (the throttle's test counts them)
         self._last_draw = 0.0
         self._draw_pending = False
         self._live_timer = None
