@@ -1,0 +1,633 @@
+"""The performance table (DESIGN section 6, issue 7): every row a ratio measured in this run, on this machine.
+
+    python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory] [--threads N] [--json]
+
+Prints one table and writes benchmarks/results.json. Absolute numbers drift on a shared machine; each row
+compares two things measured back to back (interleaved or sandwiched where the row allows), so its ratio
+holds. `--quick` shrinks every row (tiny shapes, few steps) into a smoke run of about two minutes.
+
+Rows (docs/PERFORMANCE.md explains each, with the last full table):
+- train: tokens/s of our trainer (default settings: bf16 autocast where the CPU has it, fused AdamW, clip)
+  vs a plain reference loop in this file (the same GPT, fp32, SDPA, torch.optim.AdamW defaults), tiny and
+  medium; model-FLOPs utilization of each against matmul ceilings measured here (fp32 and bf16).
+- quality: training seconds (evals excluded) to reach val loss L on python-docs, char level: the default
+  `tiny` recipe vs the reference loop.
+- decode: tokens/s of 256 new tokens at batch 1, the sampler on the KV cache vs recomputing the whole
+  context for every token (nanoGPT's generate), tiny and medium.
+- int8: prefill (512 tokens) and decode tokens/s, checkpoint bytes and val perplexity, int8 vs fp32, on
+  a medium model trained briefly by the train row.
+- ui: tokens/s of a run watched by the TUI vs headless; time to the TUI's first frame vs `python -c pass`;
+  tokens/s shown in the Generate tab vs the CLI.
+- memory: peak RSS of the medium training process vs its parameter + optimizer bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.runs import quiet_openmp  # noqa: E402  (imports no torch)
+
+# Before torch loads, as in every training process: on a shared machine spinning OpenMP threads stall
+# each other, which would make both sides of every row slow in ways that have nothing to do with them.
+quiet_openmp()
+
+import torch  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results.json"
+ROW_GROUPS = ("train", "quality", "decode", "int8", "ui", "memory")
+MB = 1 << 20
+
+
+@dataclass
+class Row:
+    """One line of the table: ours vs baseline, their ratio, and the target it is held to."""
+    name: str
+    ours: float | None
+    base: float | None
+    unit: str
+    target: str = ""
+    ok: bool | None = None  # None: no target, or not measured
+    note: str = ""
+    ratio: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.ours is not None and self.base:
+            self.ratio = self.ours / self.base
+
+
+@dataclass
+class Settings:
+    """Sizes of every row; --quick shrinks them all and trains `tiny` where the full run trains `medium`."""
+    quick: bool = False
+    corpus: str = "python-docs"  # any corpus source; the smoke test uses a small file
+    big: str = "medium"
+    train_windows: dict[str, int] = field(default_factory=lambda: {"tiny": 8, "medium": 6})
+    log_interval: dict[str, int] = field(default_factory=lambda: {"tiny": 10, "medium": 2})
+    quality_loss: float = 2.2
+    quality_eval_interval: int = 20
+    quality_eval_batches: int = 8
+    quality_budget_s: float = 150.0
+    decode_tokens: int = 256
+    prefill_tokens: int = 512
+    int8_eval_tokens: int = 1 << 15
+    ui_steps: int = 200
+    generate_tokens: int = 1000
+
+    @classmethod
+    def make(cls, quick: bool) -> "Settings":
+        if not quick:
+            return cls()
+        return cls(quick=True, big="tiny", train_windows={"tiny": 2}, log_interval={"tiny": 5},
+                   quality_loss=3.0, quality_eval_interval=10, quality_eval_batches=2, quality_budget_s=30.0,
+                   decode_tokens=32, prefill_tokens=64, int8_eval_tokens=1 << 11, ui_steps=40,
+                   generate_tokens=100)
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return max(time.perf_counter() - t0, 1e-9)
+
+
+# --- shared set-up: corpus, tokenizer, the medium run -----------------------------------------------
+class Bench:
+    """State the rows share, built on first use: the char tokenizer of python-docs, its encoded splits, and
+    the trained runs (the medium run feeds the train, int8 and memory rows)."""
+
+    def __init__(self, settings: Settings, home: Path):
+        self.s = settings
+        self.home = home
+        self.runs: dict[str, dict[str, Any]] = {}
+
+    @cached_property
+    def tokenizer_path(self) -> Path:
+        from engine.corpora import load_corpus
+        from engine.tokenizer import train_tokenizer
+
+        path = self.home / "char-tokenizer.json"
+        train_tokenizer(load_corpus(self.s.corpus), "char").save(path)
+        return path
+
+    @cached_property
+    def data(self) -> tuple[Any, Any, Any]:
+        """(tokenizer, train split, val split) exactly as the trainer sees them."""
+        from engine.corpora import load_corpus
+        from engine.dataset import TokenDataset, prepare_dataset
+        from engine.tokenizer import Tokenizer
+
+        tok = Tokenizer.load(self.tokenizer_path)
+        data_dir = prepare_dataset(load_corpus(self.s.corpus), tok)
+        return tok, TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
+
+    def config(self, preset_name: str, **train: Any) -> Any:
+        """The preset with the corpus, the shared char tokenizer and the given [train] overrides."""
+        from engine.config import apply_overrides, preset
+
+        cfg = apply_overrides(preset(preset_name), {"data": {"corpus": self.s.corpus,
+                                                              "tokenizer": str(self.tokenizer_path)},
+                                                     "train": train})
+        cfg.model.vocab_size = self.data[0].vocab_size
+        return cfg
+
+    def trained_run(self, preset_name: str) -> dict[str, Any]:
+        """Train the preset for a few log windows in its own process, as the TUI and the CLI do:
+        {"run_dir", "tokens_per_s" (median window after the first), "peak_rss", "params", "seconds"}."""
+        if preset_name in self.runs:
+            return self.runs[preset_name]
+        from engine.events import read_events
+        from engine.runs import create_run
+
+        log_every = self.s.log_interval[preset_name]
+        steps = log_every * (self.s.train_windows[preset_name] + 1)
+        cfg = self.config(preset_name, max_steps=steps, log_interval=log_every, eval_interval=steps)
+        run_dir = create_run(cfg, name=f"bench-{preset_name}")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "train", "--run-dir", str(run_dir)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
+        output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"training {preset_name} failed: {output.strip()[-500:]}")
+        events = read_events(run_dir)
+        rates = [e["tokens_per_s"] for e in events if e["event"] == "step" and e["step"] > log_every]
+        start = next(e for e in events if e["event"] == "start")
+        self.runs[preset_name] = {"run_dir": run_dir, "tokens_per_s": _median(rates), "windows": len(rates),
+                                  "peak_rss": usage.ru_maxrss * 1024, "params": start["params"],
+                                  "dtype": start["dtype"], "seconds": time.perf_counter() - t0}
+        return self.runs[preset_name]
+
+
+# --- the reference loop -----------------------------------------------------------------------------
+class Reference:
+    """The plain PyTorch loop (nanoGPT's, unfused): the same GPT in fp32, SDPA attention, torch.optim.AdamW
+    with its defaults, no autocast, no clipping, no compile; batches from the same encoded split."""
+
+    def __init__(self, cfg: Any, train_ds: Any, seed: int = 1337):
+        from engine.models import build_model
+
+        torch.manual_seed(seed)
+        self.cfg = cfg
+        self.model = build_model(cfg.model)
+        self.model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters())
+        self.train_ds = train_ds
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def step(self) -> None:
+        x, y = self.train_ds.get_batch(self.cfg.train.batch_size, self.cfg.model.block_size, self.gen)
+        _, loss = self.model(x, y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def window_rates(self, windows: int, steps: int) -> list[float]:
+        """tokens/s of `windows` windows of `steps` steps: the trainer's own log-window statistic."""
+        tokens = self.cfg.train.batch_size * self.cfg.model.block_size * steps
+        return [tokens / _timed(lambda: [self.step() for _ in range(steps)]) for _ in range(windows)]
+
+    @torch.no_grad()
+    def val_loss(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        self.model.eval()
+        loss = sum(self.model(x, y)[1].item() for x, y in batches) / len(batches)
+        self.model.train()
+        return loss
+
+
+# --- rows: train throughput and MFU -----------------------------------------------------------------
+def matmul_ceiling(dtype: torch.dtype, n: int = 1024, seconds: float = 0.4) -> float:
+    """FLOP/s of an n x n x n matmul in dtype, best of three bursts: the attainable peak here."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    reps = max(1, int(seconds / _timed(lambda: torch.mm(a, b))))
+    best = min(_timed(lambda: [torch.mm(a, b) for _ in range(reps)]) for _ in range(3))
+    return 2 * n ** 3 * reps / best
+
+
+def flops_per_token(cfg: Any, non_embedding_params: int) -> float:
+    """nanoGPT's estimate (PaLM appendix B): 6N for the weights plus the attention scores, forward + backward."""
+    m = cfg.model
+    return 6 * non_embedding_params + 12 * m.n_layer * m.n_embd * m.block_size
+
+
+def rows_train(b: Bench) -> list[Row]:
+    presets = ["tiny"] if b.s.quick else ["tiny", "medium"]
+    ceilings: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(2):  # interleaved: both ceilings see the same machine
+        ceilings["fp32"].append(matmul_ceiling(torch.float32))
+        ceilings["bf16"].append(matmul_ceiling(torch.bfloat16))
+    peak = {k: max(v) for k, v in ceilings.items()}
+    rows = [Row("matmul ceiling bf16 vs fp32", peak["bf16"] / 1e9, peak["fp32"] / 1e9, "GFLOP/s",
+                note="1024^3 mm, best burst")]
+    targets = {"tiny": 1.5, "medium": 3.0}
+    for name in presets:
+        _, train_ds, _ = b.data
+        log_every = b.s.log_interval[name]
+        cfg = b.config(name)
+        ref = Reference(cfg, train_ds)
+        ref.step()  # warm-up, as the trainer's first (unreported) window
+        half = max(1, b.s.train_windows[name] // 2)
+        # Sandwich: reference windows before and after our run, so drift on a shared machine cancels.
+        ref_rates = ref.window_rates(half, log_every)
+        run = b.trained_run(name)
+        ref_rates += ref.window_rates(half, log_every)
+        ours, base = run["tokens_per_s"], _median(ref_rates)
+        rows.append(Row(f"train tokens/s {name}", ours, base, "tok/s", f">= {targets[name]}x",
+                        ours / base >= targets[name],
+                        f"ours {run['dtype']}, fused AdamW, clip; B={cfg.train.batch_size} T={cfg.model.block_size}"))
+        fpt = flops_per_token(cfg, run["params"]["non_embedding"])
+        ceiling = peak["bf16"] if run["dtype"] == "bf16" else peak["fp32"]
+        mfu_ours, mfu_ref = ours * fpt / ceiling, base * fpt / peak["fp32"]
+        rows.append(Row(f"MFU {name}", 100 * mfu_ours, 100 * mfu_ref, "%",
+                        note=f"ours vs the {run['dtype']} ceiling, reference vs fp32"))
+    return rows
+
+
+# --- rows: time to quality --------------------------------------------------------------------------
+class _Reached(Exception):
+    """Raised from the event callback to end our run once it reaches the loss."""
+
+
+def quality_ours(b: Bench, target: float, budget_s: float) -> tuple[float | None, float, int]:
+    """Training seconds of the default `tiny` recipe until an eval's val loss <= target (evals, samples and
+    checkpoints excluded), the best val loss seen, and the step. None when the budget ran out first."""
+    from engine.runs import create_run
+    from engine.trainer import train
+
+    cfg = b.config("tiny", eval_interval=b.s.quality_eval_interval, eval_batches=b.s.quality_eval_batches)
+    if cfg.train.eval_interval % cfg.train.log_interval:
+        cfg.train.log_interval = cfg.train.eval_interval  # an eval step must also be a log step (pause start)
+    run_dir = create_run(cfg, name="bench-quality")
+    clock = {"start": 0.0, "paused": 0.0, "pause_from": None, "last": 0.0, "best": math.inf, "step": 0,
+             "reached": None}
+
+    def on_event(e: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        kind, step = e["event"], e["step"]
+        if kind == "start":
+            clock["start"] = now
+        elif kind == "step":
+            if clock["pause_from"] is not None:  # the eval stop before this window: not training time
+                clock["paused"] += clock["last"] - clock["pause_from"]
+                clock["pause_from"] = None
+            if step % cfg.train.eval_interval == 0:
+                clock["pause_from"] = now
+            if now - clock["start"] - clock["paused"] > budget_s:
+                raise _Reached
+        elif kind == "eval":
+            trained = clock["pause_from"] - clock["start"] - clock["paused"]
+            clock["best"], clock["step"] = min(clock["best"], e["val_loss"]), step
+            if e["val_loss"] <= target:
+                clock["reached"] = trained
+                raise _Reached
+        clock["last"] = now
+
+    try:
+        train(run_dir, on_event=on_event)
+    except _Reached:
+        pass
+    return clock["reached"], clock["best"], clock["step"]
+
+
+def quality_reference(b: Bench, target: float, budget_s: float) -> tuple[float | None, float, int]:
+    """The same measure for the reference loop, evaluated on the trainer's own fixed val batches."""
+    from engine.trainer import EVAL_SEED
+
+    _, train_ds, val_ds = b.data
+    cfg = b.config("tiny")
+    gen = torch.Generator().manual_seed(EVAL_SEED)
+    batches = [val_ds.get_batch(cfg.train.batch_size, cfg.model.block_size, gen)
+               for _ in range(b.s.quality_eval_batches)]
+    ref = Reference(cfg, train_ds, seed=cfg.train.seed)
+    trained, best, step = 0.0, math.inf, 0
+    while trained <= budget_s:
+        trained += _timed(lambda: [ref.step() for _ in range(b.s.quality_eval_interval)])
+        step += b.s.quality_eval_interval
+        best = min(best, ref.val_loss(batches))
+        if best <= target:
+            return trained, best, step
+    return None, best, step
+
+
+def rows_quality(b: Bench) -> list[Row]:
+    target, budget = b.s.quality_loss, b.s.quality_budget_s
+    ours, ours_best, ours_step = quality_ours(b, target, budget)
+    base, base_best, base_step = quality_reference(b, target, budget)
+    ok = ours is not None and (base is None or ours / base <= 0.5)
+    note = (f"val loss {target}: ours step {ours_step} (best {ours_best:.3f}), reference step {base_step} "
+            f"(best {base_best:.3f}); budget {budget:.0f} s each")
+    return [Row(f"time to val loss {target} tiny", ours, base, "s", "<= 0.5x", ok, note)]
+
+
+# --- rows: decode -----------------------------------------------------------------------------------
+class _NoEOS:
+    """The char tokenizer with an end-of-text id no model emits: a random or barely trained model must
+    not end its greedy decode early, or the two sides would time different lengths."""
+
+    eos_id = -1
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+
+def decode_cached(model: Any, tokenizer: Any, n: int) -> float:
+    """tokens/s of the sampler (greedy, KV cache, sliding window) generating n tokens after a newline."""
+    from engine.sampler import SamplingConfig, generate
+
+    cfg = SamplingConfig(max_new_tokens=n, temperature=0.0)
+    count = 0
+
+    def run() -> None:
+        nonlocal count
+        count = sum(1 for _ in generate(model, _NoEOS(tokenizer), "\n", cfg))
+
+    seconds = _timed(run)
+    assert count == n, f"decoded {count} of {n} tokens"
+    return n / seconds
+
+
+@torch.inference_mode()
+def decode_recompute(model: Any, tokenizer: Any, n: int) -> float:
+    """tokens/s of nanoGPT's generate: the whole (cropped) context through the model for every token."""
+    model.eval()
+    idx = torch.tensor([tokenizer.encode("\n")])
+    block = model.config.block_size
+    t0 = time.perf_counter()
+    for _ in range(n):
+        logits, _ = model(idx[:, -block:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return n / (time.perf_counter() - t0)
+
+
+def best_of(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Each rate function called `repeats` times, interleaved; the best rate of each (least disturbed)."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            out[k].append(fn())
+    return {k: max(v) for k, v in out.items()}
+
+
+def rows_decode(b: Bench) -> list[Row]:
+    from engine.models import build_model
+
+    tok = b.data[0]
+    n = b.s.decode_tokens
+    rows = []
+    for name in (["tiny"] if b.s.quick else ["tiny", "medium"]):
+        torch.manual_seed(0)
+        model = build_model(b.config(name).model)  # random weights: speed does not depend on training
+        decode_cached(model, tok, 8)  # warm-up
+        r = best_of({"cache": lambda: decode_cached(model, tok, n),
+                     "recompute": lambda: decode_recompute(model, tok, n)}, repeats=2)
+        target = 5.0 if name == "medium" else None
+        rows.append(Row(f"decode tokens/s {name}, cache vs recompute", r["cache"], r["recompute"], "tok/s",
+                        f">= {target:g}x" if target else "", r["cache"] / r["recompute"] >= target if target else None,
+                        f"{n} new tokens, batch 1, fp32, greedy"))
+    return rows
+
+
+# --- rows: int8 -------------------------------------------------------------------------------------
+def prefill_rate(model: Any, tokens: int) -> float:
+    """tokens/s of one prefill of `tokens` tokens: windows of at most block_size, batched."""
+    block = model.config.block_size
+    rows = max(1, tokens // block)
+    width = min(tokens, block)
+    idx = torch.randint(0, model.config.vocab_size, (rows, width), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        return rows * width / _timed(lambda: model.step(idx, model.init_state(rows)))
+
+
+def rows_int8(b: Bench) -> list[Row]:
+    from engine.checkpoint import load_model
+    from engine.quantize import save_int8
+
+    run = b.trained_run(b.s.big)
+    report = save_int8(run["run_dir"], "latest", eval_tokens=b.s.int8_eval_tokens)
+    fp32, _, tok = load_model(run["run_dir"], "latest")
+    int8, _, _ = load_model(run["run_dir"], "int8")
+    n, p = b.s.decode_tokens, b.s.prefill_tokens
+    for m in (fp32, int8):  # warm-up: allocator, the _int_mm shape probes
+        prefill_rate(m, p)
+        decode_cached(m, tok, 8)
+    pre = best_of({"fp32": lambda: prefill_rate(fp32, p), "int8": lambda: prefill_rate(int8, p)}, repeats=3)
+    dec = best_of({"fp32": lambda: decode_cached(fp32, tok, n), "int8": lambda: decode_cached(int8, tok, n)},
+                  repeats=2)
+    block = fp32.config.block_size
+    shape = f"{max(1, p // block)} x {min(p, block)}" if p > block else f"1 x {p}"
+    trained = f"{b.s.big} trained {run['windows'] + 1} log windows by the train row"
+    ppl = report["int8_perplexity"] / report["fp32_perplexity"]
+    size = report["int8_bytes"] / report["fp32_bytes"]
+    name = b.s.big
+    return [
+        Row(f"int8 prefill tokens/s {name}", pre["int8"], pre["fp32"], "tok/s", ">= 3x", pre["int8"] / pre["fp32"] >= 3,
+            f"{p} tokens as {shape}; int_mm={report['int_mm']}"),
+        Row(f"int8 decode tokens/s {name}", dec["int8"], dec["fp32"], "tok/s", ">= 1.2x",
+            dec["int8"] / dec["fp32"] >= 1.2, f"{n} new tokens, batch 1"),
+        Row(f"int8 checkpoint bytes {name}", report["int8_bytes"] / MB, report["fp32_bytes"] / MB, "MB", "<= 0.3x",
+            size <= 0.3, "model.safetensors"),
+        Row(f"int8 val perplexity {name}", report["int8_perplexity"], report["fp32_perplexity"], "ppl", "<= 1.01x",
+            ppl <= 1.01, f"{report['eval_tokens']} val tokens; {trained}"),
+    ]
+
+
+# --- rows: UI ---------------------------------------------------------------------------------------
+FIRST_FRAME = """
+import sys
+from tui.app import SmallGPTApp
+
+async def first_frame(pilot):  # the app is ready once its first frame is composed and painted
+    print("FIRST_FRAME", flush=True)
+    pilot.app.exit()
+
+SmallGPTApp().run(headless=True, size=(120, 40), auto_pilot=first_frame)
+"""
+
+
+def first_frame_seconds() -> float:
+    """Wall time from spawning the TUI process to its first frame (headless driver, no terminal needed)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", FIRST_FRAME], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "FIRST_FRAME":
+            seconds = time.perf_counter() - t0
+            break
+    else:
+        raise RuntimeError(f"the TUI exited before its first frame: {proc.stderr.read()[-500:] if proc.stderr else ''}")
+    proc.wait(timeout=60)
+    return seconds
+
+
+def python_startup_seconds() -> float:
+    return _timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+
+
+def _helper(module: str) -> Any | None:
+    """A UI benchmark helper module (written with the TUI), or None when it is not there yet."""
+    try:
+        return importlib.import_module(f"benchmarks.{module}")
+    except ImportError:
+        return None
+
+
+def rows_ui(b: Bench) -> list[Row]:
+    rows = []
+    overhead = _helper("ui_overhead")
+    if overhead is None:
+        rows.append(Row("UI-watched training tokens/s", None, None, "tok/s", ">= 0.95x", None,
+                        "benchmarks/ui_overhead.py missing"))
+    else:
+        r = overhead.measure(steps=b.s.ui_steps)
+        rows.append(Row("UI-watched training tokens/s", r["watched_tokens_per_s"], r["headless_tokens_per_s"],
+                        "tok/s", ">= 0.95x", r["ratio"] >= 0.95, f"ABBA runs of {b.s.ui_steps} steps"))
+    times = best_of({"frame": lambda: 1 / first_frame_seconds(), "python": lambda: 1 / python_startup_seconds()},
+                    repeats=2 if b.s.quick else 3)
+    frame, python = 1 / times["frame"], 1 / times["python"]
+    rows.append(Row("TUI first frame", frame, python, "s", "<= 1.5 s", frame <= 1.5,
+                    "vs `python -c pass`; best of runs"))
+    generate = _helper("ui_generate")
+    if generate is None:
+        rows.append(Row("Generate tab tokens/s", None, None, "tok/s", "", None, "benchmarks/ui_generate.py missing"))
+    else:
+        r = generate.measure(tokens=b.s.generate_tokens, repeats=1 if b.s.quick else 2)
+        rows.append(Row("Generate tab tokens/s vs CLI", r["tui_tokens_per_s"], r["cli_tokens_per_s"], "tok/s",
+                        note=f"tiny shape, {r['tokens']} tokens streamed"))
+        p95 = r["key_latency_p95_ms"]
+        rows.append(Row("key latency p95 while streaming", p95, None, "ms", "< 100 ms",
+                        p95 < 100 if p95 is not None else None, f"{r['key_presses']} presses, max {r['key_latency_max_ms']} ms"))
+    return rows
+
+
+# --- rows: memory -----------------------------------------------------------------------------------
+def rows_memory(b: Bench) -> list[Row]:
+    run = b.trained_run(b.s.big)
+    total = run["params"]["total"]
+    state_bytes = total * 4 * 3  # fp32 weights + AdamW's exp_avg and exp_avg_sq
+    rss = run["peak_rss"]
+    return [Row(f"peak RSS {b.s.big} training", rss / MB, state_bytes / MB, "MB", "<= 3x + 300 MB",
+                rss <= 3 * state_bytes + 300 * MB, f"{total / 1e6:.1f}M params; the whole process, torch included")]
+
+
+ROWS: dict[str, Callable[[Bench], list[Row]]] = {"train": rows_train, "quality": rows_quality,
+                                                 "decode": rows_decode, "int8": rows_int8, "ui": rows_ui,
+                                                 "memory": rows_memory}
+
+
+# --- output -----------------------------------------------------------------------------------------
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table: it prints readably and pastes into docs/PERFORMANCE.md as is."""
+    head = ["row", "ours", "baseline", "unit", "ratio", "target", "met", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        met = {True: "yes", False: "NO", None: ""}[r.ok]
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        lines.append(f"| {r.name} | {_fmt(r.ours)} | {_fmt(r.base)} | {r.unit} | {ratio} | {r.target} | {met} | {r.note} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    flags = set()
+    try:
+        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "isa": sorted(flags & {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"}),
+            "load_average": os.getloadavg()}
+
+
+def run(groups: list[str], settings: Settings, home: Path | None = None) -> dict[str, Any]:
+    """Measure the row groups; returns {"machine", "settings", "rows", "seconds"}. A group that fails
+    becomes one row saying why, so one broken measurement does not lose the table."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="smallgpt-bench-") as tmp:
+        old = {k: os.environ.get(k) for k in ("SMALLGPT_HOME", "SMALLGPT_BUILTIN_CACHE")}
+        # Runs and encoded data go to a scratch home; the built-in corpus is extracted once, where the
+        # app keeps it, unless the caller (the tests) points elsewhere.
+        os.environ.setdefault("SMALLGPT_BUILTIN_CACHE", str(ROOT / "corpora" / "cache" / "builtin"))
+        os.environ["SMALLGPT_HOME"] = str(home or tmp)
+        try:
+            bench = Bench(settings, Path(home or tmp))
+            rows: list[Row] = []
+            for g in groups:
+                g0 = time.perf_counter()
+                os.environ["SMALLGPT_HOME"] = str(bench.home)  # a UI helper may have pointed it at its own
+                try:
+                    rows += ROWS[g](bench)
+                except Exception as e:  # noqa: BLE001  (reported in the table, with its type)
+                    rows.append(Row(f"{g} (failed)", None, None, "", "", False, f"{type(e).__name__}: {e}"[:200]))
+                print(f"  {g}: {time.perf_counter() - g0:.0f} s", file=sys.stderr, flush=True)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return {"machine": machine(), "settings": asdict(settings), "rows": [asdict(r) for r in rows],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny shapes and few steps: a smoke run (~2 min)")
+    p.add_argument("--rows", default=",".join(ROW_GROUPS), help=f"comma-separated groups of {', '.join(ROW_GROUPS)}")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    args = p.parse_args(argv)
+    groups = [g.strip() for g in args.rows.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in ROWS]
+    if unknown:
+        p.error(f"unknown row group(s) {', '.join(unknown)}: choose from {', '.join(ROW_GROUPS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run(groups, Settings.make(args.quick))
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    if args.json:
+        print(json.dumps(results, default=str))
+    else:
+        m = results["machine"]
+        print(f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+              f"{' '.join(m['isa'])}; load {m['load_average'][0]:.1f}; {results['seconds']:.0f} s"
+              f"{' (quick)' if args.quick else ''}\n")
+        print(table([Row(**r) for r in results["rows"]]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
