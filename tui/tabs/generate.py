@@ -102,7 +102,7 @@ def speed_line(count: int, elapsed: float) -> str:
 class GenerateTab(EngineTab, can_focus=True):
     TITLE = "Generate"
     BINDINGS = [
-        Binding("ctrl+g", "generate", "Generate"),
+        Binding("ctrl+s,ctrl+g", "generate", "Generate"),  # ctrl+s: every tab's main action
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+b", "toggle_ab", "A/B int8"),
         Binding("ctrl+t", "quantize", "Quantize"),
@@ -134,7 +134,7 @@ class GenerateTab(EngineTab, can_focus=True):
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
-        yield PromptInput(placeholder="prompt (Enter or ctrl+g generates, Up/Down: history)", id="gen-prompt",
+        yield PromptInput(placeholder="prompt (Enter or ctrl+s generates, Up/Down: history)", id="gen-prompt",
                           compact=True)
         yield RunPicker(id="gen-run")
         with Horizontal(id="gen-params"):
@@ -144,7 +144,7 @@ class GenerateTab(EngineTab, can_focus=True):
         with Horizontal(id="gen-outputs"):
             yield TokenStream("output", id="out-a")
             yield TokenStream("int8", id="out-b")
-        yield Static("ctrl+g generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8", id="gen-status")
+        yield Static("ctrl+s generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8", id="gen-status")
 
     # -- actions ----------------------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class LiveUpdate(Message):
 class InspectTab(EngineTab, can_focus=True):
     TITLE = "Inspect"
     BINDINGS = [
-        Binding("ctrl+g", "inspect", "Inspect"),
+        Binding("ctrl+s,ctrl+g", "inspect", "Inspect"),  # ctrl+s: every tab's main action
         Binding("enter", "zoom", "Zoom head"),
         Binding("escape", "unzoom", "Grid", show=False),
         Binding("up,k", "move(-1, 0)", "Up", show=False),
@@ -156,7 +156,7 @@ class InspectTab(EngineTab, can_focus=True):
                             yield Label(title, id=f"trend-label-{key}")
                             yield Sparkline([], id=f"trend-{key}")
         yield Static(id="insp-text")
-        yield Static("Enter in the prompt (or ctrl+g) inspects the selected run", id="insp-status")
+        yield Static("Enter in the prompt (or ctrl+s) inspects the selected run", id="insp-status")
 
     # -- state helpers ----------------------------------------------------------------------------------
 
