@@ -17,6 +17,7 @@ from engine.paths import home
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 200
+HISTORY_MAX_CHARS = 10_000  # a longer prompt (a pasted document) is not kept: 200 of them would be 200 MB
 
 
 def history_path() -> Path:
@@ -41,6 +42,8 @@ def load_history() -> list[str]:
 
 def remember(prompt: str) -> list[str]:
     """Add a prompt to the saved history (moving it to the end if already there); returns the history."""
+    if len(prompt) > HISTORY_MAX_CHARS:
+        return load_history()
     history = [p for p in load_history() if p != prompt] + [prompt]
     history = history[-HISTORY_LIMIT:]
     try:

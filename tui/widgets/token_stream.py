@@ -19,6 +19,9 @@ from textual.strip import Strip
 
 # Low-probability tokens red, confident ones green: the reader sees at a glance where the model guessed.
 _PROB_COLOURS = ("#d7005f", "#d75f00", "#d7af00", "#87af00", "#00af5f")
+# The prompt is shown up to this many characters, its end (what the output continues): wrapping a 1 MB
+# pasted prompt on the UI thread froze it for a minute.
+PROMPT_SHOWN = 2000
 
 
 def prob_style(prob: float) -> str:
@@ -61,7 +64,7 @@ class TokenStream(ScrollView, can_focus=True):
         return len(self._tokens)
 
     def reset(self, prompt: str = "", title: str | None = None) -> None:
-        self._prompt = prompt
+        self._prompt = prompt if len(prompt) <= PROMPT_SHOWN else "…" + prompt[-PROMPT_SHOWN:]
         self._tokens = []
         if title is not None:
             self.border_title = title
