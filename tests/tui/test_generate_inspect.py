@@ -46,7 +46,7 @@ async def test_generation_streams_text_and_escape_stops_it(run):
         set_field(tab, "max_new_tokens", "100000")  # far more than the test waits for
         tab.query_one(PromptInput).value = "the cat"
         tab.query_one(PromptInput).focus()
-        await pilot.press("ctrl+g")
+        await pilot.press("ctrl+s")
         stream = tab.query_one("#out-a", TokenStream)
         await wait_for(pilot, lambda: stream.token_count > 20, what="tokens to stream")
         assert stream.text  # text appears token by token while the worker runs
@@ -100,7 +100,7 @@ async def test_tokens_reach_the_ui_in_coalesced_batches(run, monkeypatch):
         set_field(tab, "max_new_tokens", "400")
         tab.query_one(PromptInput).focus()
         started = time.monotonic()
-        await pilot.press("ctrl+g")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not tab.running and sum(batches) == 400, what="400 tokens")
         elapsed = time.monotonic() - started
     # At most ~30 messages a second (plus the final flush), never one per token.
@@ -114,7 +114,7 @@ async def test_bad_sampling_value_is_one_clear_notification(run):
         tab = await open_tab(app, pilot, "4", GenerateTab)
         set_field(tab, "temperature", "hot")
         tab.query_one(PromptInput).focus()
-        await pilot.press("ctrl+g")
+        await pilot.press("ctrl+s")
         await pilot.pause(0.1)
         assert not tab.running
         assert [n.message for n in app._notifications] == ["temp must be a number (got 'hot')."]
@@ -137,7 +137,7 @@ async def test_quantize_then_ab_compares_fp32_and_int8(run):
         await wait_for(pilot, lambda: (run / "ckpt" / "int8").is_dir() and
                        "int8 checkpoint written" in str(tab.query_one("#gen-status").render()), what="quantize")
         await pilot.press("ctrl+b")
-        await pilot.press("ctrl+g")
+        await pilot.press("ctrl+s")
         a, b = tab.query_one("#out-a", TokenStream), tab.query_one("#out-b", TokenStream)
         await wait_for(pilot, lambda: not tab.running and b.token_count == 30, what="A/B generation")
         assert a.token_count == 30 and b.display
