@@ -181,7 +181,7 @@ class TrainTab(EngineTab):
                     with Collapsible(title="Training", collapsed=False, id="sec-train"):
                         for f in TRAIN_FIELDS:
                             yield from self._field_row(f, saved.get(f.key, getattr(base.train, f.key)))
-                    with Horizontal(classes="field"):
+                    with Horizontal(classes="field", id="run-name-row"):
                         yield Label("run name", classes="field-label")
                         yield Input(placeholder="automatic", compact=True, id="run-name")
                 yield Static(id="form-error", classes="field-error")
