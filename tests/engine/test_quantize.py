@@ -17,6 +17,7 @@ from engine import checkpoint as ckpt
 from engine.config import ModelConfig, apply_overrides, preset
 from engine.errors import CheckpointError, ConfigError
 from engine.models import build_model
+import engine.quantize as quantize
 from engine.quantize import (_INT_MM_ROWS, INT8, QuantEmbedding, QuantLinear, measure_speed, quantize_model,
                              save_int8)
 
@@ -28,6 +29,39 @@ def rounding_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     s_w = w.abs().amax(1) / 127  # [N]
     k = x.size(1)
     return (x.abs().sum(1, keepdim=True) * s_w / 2 + s_x / 2 * w.abs().sum(1) + k * s_x * s_w / 4)
+
+
+def weight_only_bound(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Worst case of the weight-only path: the int8 weight's rounding (|x| . s_w / 2) plus bf16's relative
+    2^-9 on each activation and scale and 2^-9 on the output (the kernel accumulates in fp32)."""
+    s_w = w.abs().amax(1) / 127
+    return x.abs().sum(1, keepdim=True) * s_w / 2 + 2 * 2.0 ** -9 * (x.abs() @ w.abs().t()) + 2.0 ** -9 * y.abs()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_both_kernel_paths_are_within_their_bound_of_linear(bias):
+    """A few rows (decode) take the weight-only bf16 kernel, more rows the per-token int8 _int_mm one; each
+    stays within its worst-case rounding bound of the fp32 Linear and the bound is ~1% of the outputs."""
+    torch.manual_seed(2)
+    linear = nn.Linear(384, 1152, bias=bias)
+    q = QuantLinear.from_linear(linear)
+    w = linear.weight.detach()
+    for rows in (1, quantize.WEIGHT_ONLY_MAX_ROWS, quantize.WEIGHT_ONLY_MAX_ROWS + 1, 64):
+        x = torch.randn(rows, 384) * torch.linspace(0.1, 5, 384)
+        with torch.no_grad():
+            want, got = linear(x), q(x)
+        err = (got - want).abs()
+        weight_only = rows <= quantize.WEIGHT_ONLY_MAX_ROWS
+        bound = weight_only_bound(x, w, want) if weight_only else rounding_bound(x, w)
+        assert got.dtype == torch.float32
+        assert torch.all(err <= bound + 1e-5), rows
+        assert 0 < err.max() < 0.02 * want.abs().max(), rows
+    # The weight-only path really is the bf16 kernel: its numbers differ from the int8 product's.
+    x = torch.randn(1, 384)
+    with torch.no_grad():
+        few = q(x)
+        many = q(x.expand(quantize.WEIGHT_ONLY_MAX_ROWS + 1, 384))[:1]
+    assert not torch.equal(few, many)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -178,15 +212,28 @@ def test_int8_generates_with_the_kv_cache_like_its_full_forward(trained_run, mon
     model, cfg, tokenizer = ckpt.load_model(trained_run, "best")
     qmodel = quantize_model(model)
     idx = torch.tensor([tokenizer.encode("import os\nimport sys\n")[:20]])
-    with torch.inference_mode():
-        full, _ = qmodel(idx)
-        state = qmodel.init_state(1)
-        steps = []
-        for t in range(idx.size(1)):
-            logits, state = qmodel.step(idx[:, t:t + 1], state)
-            steps.append(logits)
-    # Per-token activation scales are the same either way: only the fp32 summation order differs.
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+    def decode_and_full() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            full, _ = qmodel(idx)
+            state = qmodel.init_state(1)
+            steps = []
+            for t in range(idx.size(1)):
+                logits, state = qmodel.step(idx[:, t:t + 1], state)
+                steps.append(logits)
+        return torch.cat(steps, 1), full
+
+    # Both through _int_mm: per-token activation scales are the same either way, only the fp32 summation
+    # order differs.
+    with monkeypatch.context() as m:
+        m.setattr(quantize, "WEIGHT_ONLY_MAX_ROWS", 0)
+        steps, full = decode_and_full()
+    torch.testing.assert_close(steps, full, rtol=1e-4, atol=1e-4)
+    # The default hybrid decodes one token at a time on the bf16 weight-only kernel: bf16 rounding apart
+    # (the kernel-path test bounds it per layer), the same logits and the same greedy tokens.
+    steps, full = decode_and_full()
+    assert (steps - full).abs().max() < 0.05
+    assert torch.equal(steps.argmax(-1), full.argmax(-1))
     speed = measure_speed(qmodel, prefill_tokens=16, decode_tokens=8, repeats=1)
     assert speed["prefill_tokens_per_s"] > 0 and speed["decode_tokens_per_s"] > 0
 
