@@ -78,12 +78,12 @@ class Settings:
     quick: bool = False
     corpus: str = "python-docs"  # any corpus source; the smoke test uses a small file
     big: str = "medium"
-    train_windows: dict[str, int] = field(default_factory=lambda: {"tiny": 8, "medium": 6})
+    train_windows: dict[str, int] = field(default_factory=lambda: {"tiny": 6, "medium": 4})
     log_interval: dict[str, int] = field(default_factory=lambda: {"tiny": 10, "medium": 2})
-    quality_loss: float = 2.2
+    quality_loss: float = 2.8  # both sides reach it in a couple of minutes here (ours ~step 80, reference ~220)
     quality_eval_interval: int = 20
     quality_eval_batches: int = 8
-    quality_budget_s: float = 150.0
+    quality_budget_s: float = 180.0
     decode_tokens: int = 256
     prefill_tokens: int = 512
     int8_eval_tokens: int = 1 << 15
@@ -233,13 +233,15 @@ def flops_per_token(cfg: Any, non_embedding_params: int) -> float:
 def rows_train(b: Bench) -> list[Row]:
     presets = ["tiny"] if b.s.quick else ["tiny", "medium"]
     ceilings: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _ in range(2):  # interleaved: both ceilings see the same machine
+
+    def measure_ceilings() -> None:  # interleaved: both ceilings see the same machine
         ceilings["fp32"].append(matmul_ceiling(torch.float32))
         ceilings["bf16"].append(matmul_ceiling(torch.bfloat16))
-    peak = {k: max(v) for k, v in ceilings.items()}
-    rows = [Row("matmul ceiling bf16 vs fp32", peak["bf16"] / 1e9, peak["fp32"] / 1e9, "GFLOP/s",
-                note="1024^3 mm, best burst")]
+
+    measure_ceilings()
     targets = {"tiny": 1.5, "medium": 3.0}
+    rows: list[Row] = []
+    runs: list[tuple[str, Any, dict[str, Any], float, float]] = []
     for name in presets:
         _, train_ds, _ = b.data
         log_every = b.s.log_interval[name]
@@ -255,10 +257,15 @@ def rows_train(b: Bench) -> list[Row]:
         rows.append(Row(f"train tokens/s {name}", ours, base, "tok/s", f">= {targets[name]}x",
                         ours / base >= targets[name],
                         f"ours {run['dtype']}, fused AdamW, clip; B={cfg.train.batch_size} T={cfg.model.block_size}"))
+        runs.append((name, cfg, run, ours, base))
+    measure_ceilings()  # again after the runs: the best of both is the least disturbed
+    peak = {k: max(v) for k, v in ceilings.items()}
+    rows.insert(0, Row("matmul ceiling bf16 vs fp32", peak["bf16"] / 1e9, peak["fp32"] / 1e9, "GFLOP/s",
+                       note="1024^3 mm, best burst before/after the runs"))
+    for name, cfg, run, ours, base in runs:
         fpt = flops_per_token(cfg, run["params"]["non_embedding"])
         ceiling = peak["bf16"] if run["dtype"] == "bf16" else peak["fp32"]
-        mfu_ours, mfu_ref = ours * fpt / ceiling, base * fpt / peak["fp32"]
-        rows.append(Row(f"MFU {name}", 100 * mfu_ours, 100 * mfu_ref, "%",
+        rows.append(Row(f"MFU {name}", 100 * ours * fpt / ceiling, 100 * base * fpt / peak["fp32"], "%",
                         note=f"ours vs the {run['dtype']} ceiling, reference vs fp32"))
     return rows
 
