@@ -28,7 +28,7 @@ from engine.errors import CheckpointError
 from tests.faults.save_child import fill, make_model_and_optimizer, save_step, state_of
 
 ROOT = Path(__file__).resolve().parents[2]
-RANDOM_KILLS = 25
+RANDOM_KILLS = 20
 
 
 class SaveServer:
