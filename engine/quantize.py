@@ -78,10 +78,11 @@ def int8_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None, mi
     """x [M, K] fp32 @ (w_q [N, K] int8 * w_scale [N])^T + bias, with x quantized per row: fp32 [M, N].
 
     Written for few passes over memory: at prefill sizes the elementwise work around the int8 product
-    costs as much as the product itself. In: one read for |x|max, then scale, round, narrow to int8. Out:
+    costs as much as the product itself. In: |x|, its row max, then scale, round, narrow to int8. Out:
     the int32 -> fp32 cast fused into the row rescale, then channel scale and bias in one in-place pass.
     """
-    amax = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True).clamp_min_(1e-12)  # max|x| per row
+    # max|x| per row. Not linalg.vector_norm(inf): one pass, but its generic reduction measured 7-14x slower.
+    amax = x.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
     x_q = torch.mul(x, 127.0 / amax).round_().to(torch.int8)  # |x| * 127 / amax <= 127: no clamp needed
     m = x_q.size(0)
     if m < min_rows:
