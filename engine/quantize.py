@@ -7,6 +7,13 @@ int32 result is rescaled by (row scale x channel scale) to fp32. Where `_int_mm`
 without it, or shapes it refuses) the layer dequantizes its weight and does an fp32 matmul instead:
 same numbers up to the activation rounding, only slower. `torch.ao.quantization` is not used.
 
+A hybrid by input size: inputs of at most WEIGHT_ONLY_MAX_ROWS rows (decode, one token per sequence) take
+the weight-only kernel `torch._weight_int8pack_mm` instead: bf16 activations (not quantized), the same
+int8 weights and scales, fp32 out. Why: at one row the GEMV is bound by streaming the weights, which int8
+cuts 4x, but the per-token path wraps `_int_mm` in ~7 small quantize/rescale ops whose fixed costs ate the
+gain (medium decode 0.8x fp32); the fused kernel is one op (medium decode ~1.5x fp32). Prefill-sized inputs
+keep per-token int8 activations on `_int_mm`, so evaluation (perplexity) runs the int8 x int8 product.
+
 The output head is tied to the token embedding in both models: the head is quantized like any Linear
 and the embedding becomes a view of the same int8 rows (QuantEmbedding), so the matrix is stored once,
 in int8. What stays fp32: LayerNorms, position embeddings, biases and the LSTM's recurrent weights
