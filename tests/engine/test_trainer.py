@@ -195,6 +195,9 @@ def test_vocab_mismatch_between_tokenizer_and_checkpoint(home, small_corpus):
     other.save(run_dir / "tokenizer.json")
     with pytest.raises(CheckpointError, match="tokenizer .* has 300 tokens but the run's model was trained with"):
         ckpt.load_model(run_dir, "best")
+    cfg = RunConfig.load(run_dir / "config.toml")
+    cfg.train.max_steps = 8  # room to resume, so the tokenizer is what stops it
+    cfg.save(run_dir / "config.toml")
     with pytest.raises(CheckpointError, match="has 300 tokens"):
         train(run_dir, resume=True)
 
