@@ -87,8 +87,8 @@ class Settings:
     decode_tokens: int = 256
     prefill_tokens: int = 512
     int8_eval_tokens: int = 1 << 15
-    ui_steps: int = 200
-    generate_tokens: int = 1000
+    ui_steps: int = 150
+    generate_tokens: int = 500
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
