@@ -193,7 +193,7 @@ class TrainTab(EngineTab):
                 yield Readout(id="run-status")
                 yield ProgressBar(id="run-progress", show_eta=False)
                 yield LossChart(id="loss-chart")
-                yield Static(id="run-sample")
+                yield Readout(id="run-sample")
                 yield RunsTable(id="runs-table")
 
     def _field_row(self, f: FormField, value: Any) -> ComposeResult:
@@ -210,7 +210,7 @@ class TrainTab(EngineTab):
         self.watch(self.app, "corpus", self._show_data_choice)
         self.watch(self.app, "tokenizer_path", self._show_data_choice)
         self.query_one("#run-progress", ProgressBar).display = False
-        self.query_one(Readout).text = Text("No run followed: fill the form and press Start (ctrl+s).")
+        self.query_one("#run-status", Readout).text = Text("No run followed: fill the form and press Start (ctrl+s).")
         self.validate_form()
         self.set_interval(REDRAW_S, self.redraw)
         self._follow_loop()
@@ -496,7 +496,7 @@ class TrainTab(EngineTab):
     def _show_status(self, w: Watch | None) -> None:
         status = self.query_one("#run-status", Readout)
         bar = self.query_one("#run-progress", ProgressBar)
-        sample = self.query_one("#run-sample", Static)
+        sample = self.query_one("#run-sample", Readout)
         live = w is not None and (w.running or bool(w.pid))
         self.query_one("#stop", Button).disabled = not live
         self.query_one("#resume", Button).disabled = w is None or live
@@ -519,7 +519,7 @@ class TrainTab(EngineTab):
         status.text = text
         bar.display = True
         bar.update(total=max(h.max_steps, 1), progress=h.step)
-        if h.sample != self._sample_shown:  # samples come once per eval: skip the re-layout otherwise
+        if h.sample != self._sample_shown:  # samples come once per eval
             self._sample_shown = h.sample
-            sample.update(Text(h.sample.strip()[-400:], overflow="ellipsis") if h.sample else "")
+            sample.text = Text(h.sample.strip()[-400:], overflow="ellipsis")
             sample.display = bool(h.sample)
