@@ -4,9 +4,10 @@
 costs one `step` (GPT: KV cache; LSTM: carried (h, c)). When a GPT's cache would outgrow block_size the
 window slides: a fresh state is prefilled with the last block_size // 2 tokens of the context.
 
-Text pieces are decoded incrementally: the whole generated id list is decoded and the new suffix emitted,
-held back while it ends in an incomplete UTF-8 character (U+FFFD) or in what may be the start of a stop
-string, so "".join(pieces) == tokenizer.decode(ids) (cut before the stop string when one appears).
+Text pieces are decoded incrementally, as text-generation servers do: the ids from one token before the
+last fully emitted point are decoded and the new suffix emitted (so a token costs the same at 10,000 as at
+10), held back while it ends in an incomplete UTF-8 character (U+FFFD) or in what may be the start of a
+stop string, so "".join(pieces) == tokenizer.decode(ids) (cut before the stop string when one appears).
 """
 
 from __future__ import annotations
@@ -152,7 +153,9 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
     try:
         generated: list[int] = []
         pending: list[tuple[int, float]] = []  # generated tokens whose text is not yet emitted
-        emitted = 0  # characters of the decoded text already yielded
+        # The decode window is generated[base:]; its first `emitted` characters are already yielded. Once all
+        # of it is, it restarts at the last token, kept as context for decoders that look at neighbours.
+        base = emitted = 0
         logits = feed(context)
         # Sized by the model's vocab, which may be padded beyond the tokenizer's (gpt2: 50304).
         seen = torch.zeros(logits.numel(), dtype=torch.bool, device=device)
@@ -171,7 +174,7 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
             generated.append(token)
             pending.append((token, prob))
             seen[token] = True
-            text = tokenizer.decode(generated)
+            text = tokenizer.decode(generated[base:])
             hits = [i for i in (text.find(s, emitted) for s in cfg.stop) if i >= 0]
             end = min(hits) if hits else _holdback(text, emitted, cfg.stop)
             if hits or end > emitted:
@@ -179,11 +182,14 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
                 pending, emitted = [], end
             if hits:
                 return
+            if emitted == len(text):
+                base = len(generated) - 1
+                emitted = len(tokenizer.decode(generated[base:]))
             if n + 1 < cfg.max_new_tokens:
                 context.append(token)
                 logits = feed([token])
         if pending:
-            yield from _flush(pending, tokenizer.decode(generated)[emitted:])
+            yield from _flush(pending, tokenizer.decode(generated[base:])[emitted:])
     finally:
         model.train(was_training)
 

@@ -219,11 +219,26 @@ def test_real_bpe_tokenizer_pieces_join_to_its_decode(tmp_path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="gpt", vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16,
                                     block_size=32))
-    # Uniform-ish sampling over the byte tokens produces plenty of incomplete and invalid UTF-8.
-    tokens = list(generate(model, tokenizer, "Café", SamplingConfig(max_new_tokens=120, temperature=2.0, seed=7)))
-    ids = [t.id for t in tokens if t.id != tokenizer.eos_id]
-    assert "".join(t.text for t in tokens) == tokenizer.decode(ids)
-    assert any(t.text == "" for t in tokens)  # some pieces really were held back
+    windows: list[int] = []
+
+    class Counting:  # the real tokenizer, noting how many ids each decode call covers
+        eos_id, vocab_size, pad_id, unk_id = tokenizer.eos_id, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.unk_id
+        encode = staticmethod(tokenizer.encode)
+
+        @staticmethod
+        def decode(ids):
+            windows.append(len(ids))
+            return tokenizer.decode(ids)
+
+    for seed in range(4):
+        # Uniform-ish sampling over the byte tokens produces plenty of incomplete and invalid UTF-8.
+        cfg = SamplingConfig(max_new_tokens=300, temperature=2.0, seed=seed, stop=["zq"] if seed % 2 else [])
+        tokens = list(generate(model, Counting, "Café", cfg))
+        ids = [t.id for t in tokens if t.id != tokenizer.eos_id]
+        assert "".join(t.text for t in tokens) == tokenizer.decode(ids)
+        assert any(t.text == "" for t in tokens)  # some pieces really were held back
+        assert len(ids) > 100 and max(windows) < 20  # the decode window stays short: no quadratic cost
+        windows.clear()
 
 
 @pytest.mark.parametrize("field,value,message", [
