@@ -178,6 +178,34 @@ async def test_starting_with_a_missing_corpus_is_a_notification(home, monkeypatc
         assert app.is_running
 
 
+async def test_a_followed_run_that_fails_is_a_notification_with_its_message(corpus, home):
+    import json
+    import subprocess
+    import sys
+
+    run = write_finished_run(home, "doomed")
+    events = run / "events.jsonl"
+    events.write_text("".join(line + "\n" for line in events.read_text().splitlines() if '"done"' not in line))
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands in for the trainer
+    try:
+        app = SmallGPTApp(corpus=corpus)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            app.query_one(TrainTab).attach(run, trainer.pid)
+            await pilot.pause(1.2)
+            assert not app._notifications  # its history alone is no news
+            message = "The loss became non-finite (nan) at step 210: resume from the last checkpoint with a lower lr."
+            with events.open("a") as f:
+                f.write(json.dumps({"event": "error", "step": 210, "time": 11.0, "message": message}) + "\n")
+            await wait_for(pilot, lambda: any(message in n.message for n in app._notifications),
+                           what="the failure notification")
+            await wait_for(pilot, lambda: "non-finite" in str(app.query_one("#run-status").render()),
+                           what="the failure in the run's status")
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
 async def test_val_share_is_validated_inline(corpus):
     app = SmallGPTApp(corpus=corpus)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -42,7 +42,8 @@ MAX_REDRAWS = 10  # a second: holding an arrow key must not queue more frames th
 LIVE_POLL_S = 1.0
 DEFAULT_PROMPT_TOKENS = 48
 AGGREGATES = ("single", "mean", "max")
-# The head metrics, as (attribute of engine.inspection.HeadMetrics, column title).
+# The head metrics, as (attribute of engine.inspection.HeadMetrics, column title). The first four are
+# shares in [0, 1]; the distance is in tokens.
 METRICS = [("entropy", "ent"), ("prev_token", "prev"), ("sink", "sink"), ("induction", "ind"),
            ("distance", "dist")]
 
@@ -348,9 +349,6 @@ class InspectTab(EngineTab, can_focus=True):
         self.sel_head = min(self.sel_head, n_heads - 1)
         if first or self.position >= n_tokens:
             self.position = n_tokens - 1  # the last token: what the model is about to predict
-        prompt = self.query_one(PromptInput)
-        if not prompt.value:
-            prompt.value = message.result.prompt
         self._fill_metrics()
         self.request_redraw(now=True)
         if message.result.requested:
@@ -446,8 +444,10 @@ class InspectTab(EngineTab, can_focus=True):
         table.add_columns("head  ", *[title.rjust(5) for _, title in METRICS])
         for l, row in enumerate(ins.metrics):
             for h, m in enumerate(row):
-                table.add_row(f"L{l}H{h} {ins.badges[l][h]}".ljust(6),
-                              *[f"{float(getattr(m, key)):5.2f}" for key, _ in METRICS], key=f"{l}-{h}")
+                # Right-aligned, each with a leading space: the table has no cell padding to keep them apart.
+                cells = [Text(f" {float(getattr(m, key)):.{1 if key == 'distance' else 2}f}", justify="right")
+                         for key, _ in METRICS]
+                table.add_row(f"L{l}H{h} {ins.badges[l][h]}".ljust(6), *cells, key=f"{l}-{h}")
 
     def _draw_side(self) -> None:
         ins = self.inspection

@@ -425,6 +425,10 @@ class TrainTab(EngineTab):
                 for w in list(self.watches.values()):
                     events, running = await asyncio.to_thread(self._poll, w)
                     w.history.feed(events)
+                    live = w.running or w.pid  # a failure while followed, not one read from the history
+                    if live and any(e.get("event") == "error" for e in events):
+                        self.notify(f"Run {w.history.name} failed: {w.history.error}", severity="error",
+                                    timeout=30, markup=False)
                     changed = running != w.running
                     if w.pid and not running and not _pid_alive(w.pid):
                         w.pid = None  # the process is gone (it has said why in its events, if it could)
@@ -509,13 +513,15 @@ class TrainTab(EngineTab):
         last_val = f"{h.val_loss[-1]:.4f}" if h.val_loss else "-"
         lr = f"{h.lr:.2e}" if h.lr is not None else "-"
         tps = f"{human_count(int(h.tokens_per_s))} tok/s" if h.tokens_per_s else "- tok/s"
-        text = Text()
+        # Three lines, most important first on each, cut rather than wrapped: the readout has a fixed height.
+        text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{h.name}", style="bold")
-        text.append(f"  {state}", style="bold green" if state == "running" else "yellow")
-        text.append(f"  step {h.step}/{h.max_steps or '?'}  params {human_count(h.params)}\n")
-        text.append(f"loss {last_loss}  val {last_val}  lr {lr}  {tps}  ETA {format_duration(h.eta_seconds())}")
-        if h.error:
-            text.append(f"\n{h.error}", style="bold red")
+        text.append(f"  {state}\n", style="bold green" if state == "running" else "yellow")
+        text.append(f"step {h.step}/{h.max_steps or '?'}  ETA {format_duration(h.eta_seconds())}  {tps}\n")
+        if h.error:  # also shown in full as a notification
+            text.append(h.error, style="bold red")
+        else:
+            text.append(f"loss {last_loss}  val {last_val}  lr {lr}  params {human_count(h.params)}")
         status.text = text
         bar.display = True
         bar.update(total=max(h.max_steps, 1), progress=h.step)
