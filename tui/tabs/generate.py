@@ -208,7 +208,8 @@ class GenerateTab(EngineTab, can_focus=True):
 
     def watch_ab_mode(self, ab: bool) -> None:
         self.set_class(ab, "-ab")
-        self._set_status("A/B: fp32 (left) vs int8 (right), same seed and settings" if ab else "single output")
+        self._set_status("A/B: fp32 left, int8 right, same seed and settings · ctrl+s generates both"
+                         if ab else "single output · ctrl+s generates")
 
     # -- workers ----------------------------------------------------------------------------------------
 
@@ -220,9 +221,10 @@ class GenerateTab(EngineTab, can_focus=True):
 
         cfg = SamplingConfig(**request.sampling)
         for side, which in enumerate(request.checkpoints):
-            self.post_message(SideStarted(side, f"{request.run_dir.name} · {which} · loading…"))
+            # The checkpoint first: a narrow panel cuts the title's end, and side by side it is what differs.
+            self.post_message(SideStarted(side, f"{which} · {request.run_dir.name} · loading…"))
             model, _, tokenizer = model_cache.load(request.run_dir, which)
-            self.post_message(SideStarted(side, f"{request.run_dir.name} · {which}"))
+            self.post_message(SideStarted(side, f"{which} · {request.run_dir.name}"))
             self._stream(worker, side, generate(model, tokenizer, request.prompt, cfg))
             if worker.is_cancelled:
                 self.post_message(GenerationEnded("stopped"))
