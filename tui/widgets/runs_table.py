@@ -39,8 +39,9 @@ class RunsTable(DataTable):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for label, key in ((" ", "mark"), ("run", "name"), ("status", "status"), ("step", "step"),
-                           ("best val", "val"), ("params", "params")):
+        # The long run name last: a narrow terminal cuts it, not the numbers (the status line names the run).
+        for label, key in ((" ", "mark"), ("status", "status"), ("step", "step"), ("best val", "val"),
+                           ("params", "params"), ("run", "name")):
             self.add_column(label, key=key)
 
     def run_key(self) -> str | None:
@@ -57,8 +58,8 @@ class RunsTable(DataTable):
             mark = "▶" if path == attached else ("●" if path in overlay else "")
             step = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
             val = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-"
-            self.add_row(mark, Text(r.name), Text(r.status, style=STATUS_STYLE.get(r.status, "")), step, val,
-                         human_count(params_total(r.params)), key=path)
+            self.add_row(mark, Text(r.status, style=STATUS_STYLE.get(r.status, "")), step, val,
+                         human_count(params_total(r.params)), Text(r.name), key=path)
         if current is not None:
             try:
                 self.move_cursor(row=self.get_row_index(current), animate=False)
