@@ -141,4 +141,5 @@ class TokenStream(ScrollView, can_focus=True):
         else:
             strip = Strip.blank(0)
         width = self.scrollable_content_region.width
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style).apply_style(self.rich_style)
+        style = self.rich_style  # computed from the ancestors' styles: once per line, not twice
+        return strip.crop_extend(scroll_x, scroll_x + width, style).apply_style(style)
