@@ -230,10 +230,10 @@ async def test_selecting_runs_overlays_their_curves(corpus, home):
         table.focus()
         await pilot.press("enter")  # follow the run under the cursor
         await pilot.press("down", "ctrl+o")  # overlay the other
-        await pilot.pause(0.6)
+        # The status and chart are redrawn from the polled events at their own pace (REDRAW_S, CHART_S).
+        await wait_for(pilot, lambda: "finished" in str(app.query_one("#run-status").render()), what="the status")
         labels = [s.label for s in app.query_one(LossChart).series]
         assert len(labels) == 3 and {"train", "val"} <= {lbl.split()[-1] for lbl in labels}
-        assert "finished" in str(app.query_one("#run-status").render())
 
 
 def test_run_history_folds_events_into_curves_eta_and_end():
