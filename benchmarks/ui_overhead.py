@@ -2,10 +2,11 @@
 
 The watched run is started from the real app (headless Textual via Pilot, so no terminal is needed) as
 its Start button does; the app tails its events and redraws the curves, exactly as a user's TUI would. Runs
-alternate headless/watched/watched/headless so drift on a shared machine cancels out. The target is a
+alternate headless/watched/watched/headless (then the reverse, for more rounds) so drift on a shared
+machine cancels out. The target is a
 ratio of at least 0.95.
 
-    python benchmarks/ui_overhead.py [--steps 300] [--json]
+    python benchmarks/ui_overhead.py [--steps 300] [--rounds 1] [--json]
     from benchmarks.ui_overhead import measure; measure(steps=300)   # for benchmarks/bench.py
 """
 
@@ -114,8 +115,9 @@ def _stop_all(home: Path) -> None:
             wait_stopped(info.path, timeout=60)
 
 
-def measure(steps: int = 300) -> dict:
-    """{"headless_tokens_per_s", "watched_tokens_per_s", "ratio"} from an ABBA sequence of tiny runs."""
+def measure(steps: int = 300, rounds: int = 1) -> dict:
+    """{"headless_tokens_per_s", "watched_tokens_per_s", "ratio"} from `rounds` ABBA/BAAB sequences of tiny
+    runs (2 headless and 2 watched runs a round)."""
     from engine.corpora import prepare_builtin
 
     with tempfile.TemporaryDirectory(prefix="smallgpt-ui-overhead-") as tmp:
@@ -126,9 +128,16 @@ def measure(steps: int = 300) -> dict:
             with prepare_builtin("python-docs").open(encoding="utf-8") as f:
                 (home / "corpus.txt").write_text(f.read(200_000), encoding="utf-8")
             cfg = _config(str(home / "corpus.txt"), steps)
-            headless = [_run_headless(cfg, "headless-1")]
-            watched_runs = [_run_watched(cfg, "watched-1"), _run_watched(cfg, "watched-2")]
-            headless.append(_run_headless(cfg, "headless-2"))
+            headless, watched_runs = [], []
+            for r in range(rounds):  # ABBA, then BAAB, ...: each side as often first as last
+                order = ["headless", "watched", "watched", "headless"] if r % 2 == 0 else \
+                        ["watched", "headless", "headless", "watched"]
+                for i, side in enumerate(order):
+                    name = f"{side}-{r}-{i}"
+                    if side == "headless":
+                        headless.append(_run_headless(cfg, name))
+                    else:
+                        watched_runs.append(_run_watched(cfg, name))
         finally:
             _stop_all(home)
             if old_home is None:
@@ -145,9 +154,10 @@ def measure(steps: int = 300) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=1, help="ABBA rounds (4 runs each)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = measure(args.steps)
+    result = measure(args.steps, args.rounds)
     if args.json:
         print(json.dumps(result))
     else:
