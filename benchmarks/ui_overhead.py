@@ -3,8 +3,7 @@
 The watched run is started from the real app (headless Textual via Pilot, so no terminal is needed) as
 its Start button does; the app tails its events and redraws the curves, exactly as a user's TUI would. Runs
 alternate headless/watched/watched/headless (then the reverse, for more rounds) so drift on a shared
-machine cancels out. The target is a
-ratio of at least 0.95.
+machine cancels out. The target is a ratio of at least 0.95.
 
     python benchmarks/ui_overhead.py [--steps 300] [--rounds 1] [--json]
     from benchmarks.ui_overhead import measure; measure(steps=300)   # for benchmarks/bench.py
