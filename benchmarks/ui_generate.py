@@ -134,7 +134,8 @@ def main() -> None:
     print(f"streaming {r['tokens']} tokens: TUI {r['tui_tokens_per_s']} tok/s vs CLI {r['cli_tokens_per_s']} tok/s "
           f"(ratio {r['ratio']})")
     print(f"key latency over {r['key_presses']} presses ({r['key_presses_unhandled']} unhandled): "
-          f"p50 {r['key_latency_p50_ms']} ms, p95 {r['key_latency_p95_ms']} ms, max {r['key_latency_max_ms']} ms (target < 100 ms)")
+          f"p50 {r['key_latency_p50_ms']} ms, p95 {r['key_latency_p95_ms']} ms, "
+          f"max {r['key_latency_max_ms']} ms (target < 100 ms)")
 
 
 if __name__ == "__main__":
