@@ -9,7 +9,7 @@ end-of-text suppressed so every stream runs its full length (tests/tui/tiny_run.
 (Pilot), so no terminal is needed. CLI and TUI runs alternate so drift on a shared machine cancels out.
 
     python benchmarks/ui_generate.py [--tokens 2000] [--repeats 2] [--json]
-    from benchmarks.ui_generate import measure; measure(tokens=2000)   # for benchmarks/bench.py
+    benchmarks/bench.py runs it with --json, in its own process as a user's TUI is.
 """
 
 from __future__ import annotations

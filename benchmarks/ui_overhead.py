@@ -6,7 +6,7 @@ alternate headless/watched/watched/headless (then the reverse, for more rounds) 
 machine cancels out. The target is a ratio of at least 0.95.
 
     python benchmarks/ui_overhead.py [--steps 300] [--rounds 1] [--json]
-    from benchmarks.ui_overhead import measure; measure(steps=300)   # for benchmarks/bench.py
+    benchmarks/bench.py runs it with --json, in its own process as a user's TUI is.
 """
 
 from __future__ import annotations
