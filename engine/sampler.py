@@ -4,6 +4,12 @@
 costs one `step` (GPT: KV cache; LSTM: carried (h, c)). When a GPT's cache would outgrow block_size the
 window slides: a fresh state is prefilled with the last block_size // 2 tokens of the context.
 
+On a CPU a one-token step runs on one thread; prefills keep torch's threads. A step's ops are too small
+for a second thread to pay for waking it: on 2 cores `medium` decoded as fast on one thread as on two
+spinning ones (OpenMP's default), and 1.3x (`medium`), 2x (`medium` int8) and 2-3x (`tiny`) faster than
+on two sleeping ones (OMP_WAIT_POLICY=PASSIVE, as training processes set it); the other core stays free
+for the TUI or a training run (docs/PERFORMANCE.md).
+
 Text pieces are decoded incrementally, as text-generation servers do: the ids from one token before the
 last fully emitted point are decoded and the new suffix emitted (so a token costs the same at 10,000 as at
 10), held back while it ends in an incomplete UTF-8 character (U+FFFD) or in what may be the start of a
@@ -139,7 +145,15 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
             # during decoding half a block is kept, so a re-prefill happens once per block_size // 2 tokens.
             state = model.init_state(1)
             new = context[-max(len(new), limit // 2, 1):][-limit:]
-        logits, state = model.step(torch.tensor([new], dtype=torch.long, device=device), state)
+        decode_step = len(new) == 1 and device.type == "cpu"
+        threads = torch.get_num_threads()
+        if decode_step:
+            torch.set_num_threads(1)
+        try:
+            logits, state = model.step(torch.tensor([new], dtype=torch.long, device=device), state)
+        finally:
+            if decode_step:
+                torch.set_num_threads(threads)
         return logits[0, -1]
 
     @torch.inference_mode()

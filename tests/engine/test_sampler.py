@@ -209,6 +209,22 @@ def test_mode_is_restored_and_inference_mode_does_not_leak_between_tokens():
     assert generate_text(model, TOK, "ab", cfg) == generate_text(model, TOK, "ab", cfg)
 
 
+def test_one_token_steps_run_on_one_thread_and_the_thread_count_is_restored():
+    model = script_model("hello", prompt_len=3)
+    seen: list[tuple[int, int]] = []
+    step = model.step
+    model.step = lambda idx, n: (seen.append((idx.size(1), torch.get_num_threads())), step(idx, n))[1]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert generate_text(model, TOK, "abc", GREEDY) == "hello"
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0] == (3, 2)  # the prompt's prefill keeps torch's threads
+    assert seen[1:] and all(s == (1, 1) for s in seen[1:])
+
+
 def test_real_bpe_tokenizer_pieces_join_to_its_decode(tmp_path):
     from engine.corpora import load_corpus
     from engine.tokenizer import train_tokenizer
