@@ -216,6 +216,9 @@ class TrainTab(EngineTab):
         self.set_interval(REDRAW_S, self.redraw)
         self._follow_loop()
 
+    def on_show(self) -> None:  # what changed while the tab was hidden is drawn now, not at the next tick
+        self.redraw()
+
     def _show_data_choice(self, _value: Any = None) -> None:
         app: Any = self.app
         tok = Path(app.tokenizer_path).name if app.tokenizer_path else "char (trained with the run)"
@@ -422,7 +425,7 @@ class TrainTab(EngineTab):
                     self.runs_listed = True
                     if not self.attached:  # a run started before this TUI (or from the CLI): follow it
                         self._reattach()
-                refresh_runs = False
+                refresh_runs = state_changed = False
                 for w in list(self.watches.values()):
                     events, running = await asyncio.to_thread(self._poll, w)
                     w.history.feed(events)
@@ -436,7 +439,9 @@ class TrainTab(EngineTab):
                         changed = True
                     if changed:
                         w.running, w.stopping = running, w.stopping and running
-                        w.history.dirty = refresh_runs = True
+                        w.history.dirty = refresh_runs = state_changed = True
+                if state_changed:  # Stop/Resume and the state follow at once, not at the next redraw tick
+                    self.redraw()
             except SmallGPTError as e:  # e.g. a damaged run directory: say so once, keep following
                 if str(e) not in self._errors_seen:
                     self._errors_seen.add(str(e))
