@@ -145,15 +145,13 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
             # during decoding half a block is kept, so a re-prefill happens once per block_size // 2 tokens.
             state = model.init_state(1)
             new = context[-max(len(new), limit // 2, 1):][-limit:]
-        decode_step = len(new) == 1 and device.type == "cpu"
         threads = torch.get_num_threads()
-        if decode_step:
+        if len(new) == 1 and device.type == "cpu":  # a decode step: one thread (see the module docstring)
             torch.set_num_threads(1)
         try:
             logits, state = model.step(torch.tensor([new], dtype=torch.long, device=device), state)
         finally:
-            if decode_step:
-                torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
         return logits[0, -1]
 
     @torch.inference_mode()
