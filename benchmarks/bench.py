@@ -41,11 +41,12 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.runs import quiet_openmp  # noqa: E402  (imports no torch)
+from engine.runs import training_process_settings  # noqa: E402  (imports no torch)
 
-# Before torch loads, as in every training process: on a shared machine spinning OpenMP threads stall
-# each other, which would make both sides of every row slow in ways that have nothing to do with them.
-quiet_openmp()
+# Before torch loads, as in every training process (OpenMP threads wait passively, malloc keeps freed
+# blocks): on a shared machine spinning threads stall each other, which would make both sides of every row
+# slow in ways that have nothing to do with them, and the reference loop gets the same allocator as ours.
+training_process_settings()
 
 import torch  # noqa: E402
 

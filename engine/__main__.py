@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from ckpt/latest")
     args = p.parse_args(argv)
 
-    from .runs import quiet_openmp
+    from .runs import training_process_settings
 
-    quiet_openmp()
+    training_process_settings()
     from .trainer import train  # imports torch
 
     try:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"[bold]smallgpt runs stop {escape(str(run_dir))}[/]")
         return 0
 
-    runs.quiet_openmp()
+    runs.training_process_settings()
     from engine.trainer import train  # imports torch
 
     with _TrainProgress(out, cfg.train.max_steps) as progress:
