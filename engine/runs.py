@@ -179,9 +179,11 @@ def training_process_settings() -> None:
     threshold adapts upwards only after such frees, and trimming returns the heap top to the system), so
     each step's activations are not page-faulted in afresh: a `tiny` step 94-116 ms against 99-140 ms,
     a `medium` one 1.29-1.53 s against 1.57-1.67 s; peak RSS within 2% (docs/PERFORMANCE.md). Nothing
-    happens where the C library has no mallopt (macOS, musl).
+    happens where the C library has no mallopt (macOS, musl). Here too a user's setting wins.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
