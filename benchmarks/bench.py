@@ -43,9 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from engine.runs import training_process_settings  # noqa: E402  (imports no torch)
 
-# Before torch loads, as in every training process (OpenMP threads wait passively, malloc keeps freed
-# blocks): on a shared machine spinning threads stall each other, which would make both sides of every row
-# slow in ways that have nothing to do with them, and the reference loop gets the same allocator as ours.
+# Before torch loads, as in every training process (OpenMP threads spin briefly, then sleep; malloc keeps
+# freed blocks): the reference loop and every other baseline get the same runtime settings as ours.
 training_process_settings()
 
 import torch  # noqa: E402

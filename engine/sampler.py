@@ -7,8 +7,8 @@ window slides: a fresh state is prefilled with the last block_size // 2 tokens o
 On a CPU a one-token step runs on one thread; prefills keep torch's threads. A step's ops are too small
 for a second thread to pay for waking it: on 2 cores `medium` decoded as fast on one thread as on two
 spinning ones (OpenMP's default), and 1.3x (`medium`), 2x (`medium` int8) and 2-3x (`tiny`) faster than
-on two sleeping ones (OMP_WAIT_POLICY=PASSIVE, as training processes set it); the other core stays free
-for the TUI or a training run (docs/PERFORMANCE.md).
+on two sleeping ones (OMP_WAIT_POLICY=PASSIVE); the other core stays free for the TUI or a training run
+(docs/PERFORMANCE.md).
 
 Text pieces are decoded incrementally, as text-generation servers do: the ids from one token before the
 last fully emitted point are decoded and the new suffix emitted (so a token costs the same at 10,000 as at

@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
-from .runs import CONFIG_FILE, LOG_FILE, TOKENIZER_FILE, hold_lock, install_tokenizer
+from .runs import CONFIG_FILE, LOG_FILE, TOKENIZER_FILE, FreeCores, hold_lock, install_tokenizer
 
 log = logging.getLogger("engine.trainer")
 
@@ -341,6 +341,7 @@ class _Loop:
         loss_sum = torch.zeros((), device=self.device)
         n_loss = 0
         window_t0, window_steps = time.perf_counter(), 0
+        free_cores = FreeCores(torch.get_num_threads()) if self.dev_type == "cpu" else None
         self.model.train()
         with _Stop() as stop:
             while o.step < t.max_steps:
@@ -384,6 +385,7 @@ class _Loop:
                     eta = (t.max_steps - o.step) * elapsed / window_steps
                     o.emit("step", loss=loss, lr=lr, tokens_per_s=round(tps, 1), tokens_seen=self.tokens_seen,
                            eta_s=round(eta, 1))
+                    self._fit_threads(free_cores)
                     window_t0, window_steps = time.perf_counter(), 0
                 if at_eval:
                     paused = time.perf_counter()
@@ -397,6 +399,18 @@ class _Loop:
         o.emit("done", reason=reason, tokens_seen=self.tokens_seen)
         log.info("done (%s) at step %d", reason, o.step)
         return self.summary(reason)
+
+    @staticmethod
+    def _fit_threads(free_cores: FreeCores | None) -> None:
+        """On a CPU shared with busy processes, train on the cores they leave free: threads that wait at
+        every op for one that lost its core make each step slower than fewer threads would."""
+        if free_cores is None:
+            return
+        threads = free_cores.threads()
+        if threads is not None and threads != torch.get_num_threads():
+            log.info("training on %d thread(s): other processes use %.1f of the %d cores",
+                     threads, free_cores.others, free_cores.cores)
+            torch.set_num_threads(threads)
 
     def _stop_agreed(self, requested: bool) -> bool:
         """Under DDP every rank must stop at the same step, whichever rank got the signal."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,58 @@ def test_launch_reports_a_trainer_that_dies_at_once(home):
     with pytest.raises(RunError, match=r"The training process of bad stopped at once: n_embd \(30\) must be"):
         runs.launch(path, wait=120)
     assert not runs.is_running(path)
+
+
+def test_training_processes_spin_briefly_unless_the_user_chose_a_wait_policy():
+    code = "import os; from engine.runs import training_process_settings as s; s(); print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    spin = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert spin.stdout.strip() == "2000"
+    mine = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "PASSIVE"},
+                          capture_output=True, text=True, check=True)
+    assert mine.stdout.strip() == "None"
+
+
+def _free_cores(monkeypatch, cores: int, threads: int, samples: list[tuple[float, float, float]]):
+    """A FreeCores on `cores` cores fed (wall s, machine CPU s, our CPU s) samples instead of /proc/stat."""
+    feed = iter(samples)
+    monkeypatch.setattr(runs.FreeCores, "_sample", staticmethod(lambda: next(feed)))
+    free = runs.FreeCores(threads)
+    free.cores = cores
+    return free
+
+
+def test_free_cores_leaves_other_processes_the_cores_they_use(monkeypatch):
+    # Each look: 2 s of wall time; the machine's CPU seconds include ours.
+    free = _free_cores(monkeypatch, cores=2, threads=2, samples=[
+        (0.0, 0.0, 0.0),
+        (2.0, 4.0, 2.0),   # we used one core, something else the other: one thread
+        (4.0, 8.1, 6.0),   # we used two cores, the rest 0.05 of one: two threads
+        (4.5, 9.1, 6.5),   # half a second later: too soon to tell
+        (6.0, 11.3, 8.1),  # the rest used just over half a core: one thread
+    ])
+    assert free.threads() == 1 and free.others == pytest.approx(1.0)
+    assert free.threads() == 2 and free.others == pytest.approx(0.05)
+    assert free.threads() is None
+    assert free.threads() == 1
+
+
+def test_free_cores_never_exceeds_the_threads_it_started_with_nor_drops_below_one(monkeypatch):
+    free = _free_cores(monkeypatch, cores=8, threads=4, samples=[(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (2.0, 11.0, 2.0)])
+    assert free.threads() == 4  # 7 cores free, but torch was given 4
+    assert free.threads() == 1  # 9 cores' worth of others on 8
+
+
+def test_free_cores_without_proc_stat_changes_nothing(monkeypatch):
+    free = _free_cores(monkeypatch, cores=2, threads=2, samples=[None, None])
+    assert free.threads() is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+def test_free_cores_sees_a_busy_process_on_this_machine():
+    free = runs.FreeCores(threads=max(2, len(os.sched_getaffinity(0))))
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+    busy.wait()
+    threads = free.threads()
+    assert free.others >= 0.6  # the child's core (and whatever else the machine ran)
+    assert threads is not None and threads <= max(1, free.cores - 1)

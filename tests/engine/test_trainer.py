@@ -15,6 +15,7 @@ from engine import runs
 from engine.config import RunConfig, apply_overrides, preset
 from engine.errors import CheckpointError, ConfigError, RunError
 from engine.events import read_events
+from engine import trainer as trainer_module
 from engine.trainer import lr_at, train
 
 # Small enough for seconds per run on a shared 2-core CPU, big enough to learn something.
@@ -78,6 +79,24 @@ def test_run_directory_and_events(home, small_corpus):
     model, cfg, tok = ckpt.load_model(run_dir, "latest")
     assert cfg.model.vocab_size == tok.vocab_size and not model.training
     assert runs.run_info(run_dir).status == "finished"
+
+
+def test_the_trainer_gives_up_threads_to_busy_processes(home, small_corpus, monkeypatch):
+    class Crowded:  # FreeCores on 2 cores, another process busy on one of them
+        cores, others = 2, 1.0
+
+        def __init__(self, threads: int):
+            assert threads == 2  # what torch had when training started
+
+        def threads(self) -> int:
+            return 1
+
+    monkeypatch.setattr(trainer_module, "FreeCores", Crowded)
+    torch.set_num_threads(2)
+    run_dir = make_run(small_corpus)
+    train(run_dir)
+    assert torch.get_num_threads() == 1
+    assert "training on 1 thread(s): other processes use 1.0 of the 2 cores" in (run_dir / "train.log").read_text()
 
 
 def test_evals_use_the_same_batches_every_time(home, small_corpus):
