@@ -86,7 +86,7 @@ class Settings:
     decode_tokens: int = 256
     prefill_tokens: int = 512
     int8_eval_tokens: int = 1 << 15
-    ui_steps: int = 600  # ~10 s a run: 150 steps (~3 s) swung 0.9-1.1x with start-up noise
+    ui_steps: int = 1200  # ~10-20 s a run: 150 steps (~3 s) swung 0.9-1.1x with start-up noise, 600 (~6 s) 0.94-1.00x
     generate_tokens: int = 2000  # issue 6: a key press while streaming 2,000 tokens
 
     @classmethod

@@ -261,3 +261,32 @@ def test_downsample_keeps_the_ends_and_the_budget():
     dx, dy = downsample(x, x, 200)
     assert len(dx) <= 200 and dx[0] == 0 and dx[-1] == 9_999 and dx == dy
     assert downsample([1, 2], [3, 4], 200) == ([1, 2], [3, 4])
+
+
+async def test_the_runs_table_updates_cells_in_place_and_rebuilds_when_runs_change():
+    from types import SimpleNamespace
+
+    from textual.app import App
+
+    from tui.widgets.runs_table import RunsTable
+
+    def info(name: str, step: int, status: str = "running") -> SimpleNamespace:
+        return SimpleNamespace(path=Path("/runs") / name, name=name, step=step, max_steps=100, status=status,
+                               best_val_loss=None, params=1000)
+
+    class Host(App):
+        def compose(self):
+            yield RunsTable()
+
+    async with Host().run_test() as pilot:
+        table = pilot.app.query_one(RunsTable)
+        table.update_runs([info("a", 5), info("b", 0, "new")], set(), "/runs/a")
+        table.move_cursor(row=1)
+        rebuilds = []
+        table.clear = lambda *a, _clear=table.clear, **k: (rebuilds.append(1), _clear(*a, **k))[1]
+        table.update_runs([info("a", 95), info("b", 0, "new")], set(), "/runs/a")  # the same runs: cells only
+        assert rebuilds == [] and table.cursor_row == 1
+        assert [str(c) for c in table.get_row_at(0)] == ["▶", "running", "95/100", "-", "1.0k", "a"]
+        table.update_runs([info("a", 100, "finished"), info("b", 0, "new"), info("c", 0, "new")], set(), "")
+        assert rebuilds == [1] and table.row_count == 3 and table.cursor_row == 1  # a new run: rebuilt
+        assert [str(c) for c in table.get_row_at(0)][:3] == ["", "finished", "100/100"]
