@@ -201,8 +201,9 @@ def training_process_settings() -> None:
 class FreeCores:
     """How many threads a training process can use without crowding other processes: the cores it may
     run on, less the cores everything else used since the last look (Linux /proc/stat), capped at the
-    thread count it started with. With a process keeping one of 2 cores busy, `tiny` stepped in 89-100 ms
-    on one thread against 109-122 ms on two, and the neighbour kept its core (docs/PERFORMANCE.md)."""
+    thread count it started with. With a process keeping one of 2 cores busy, `tiny` stepped in 89-103 ms
+    on one thread against 98-128 ms on two sleeping threads and 132-176 ms on two spinning ones, and the
+    neighbour kept its core (docs/PERFORMANCE.md)."""
 
     def __init__(self, threads: int):
         self.max_threads = threads

@@ -133,6 +133,16 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim
         return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), foreach=True)
 
 
+@contextmanager
+def _threads_restored() -> Iterator[None]:
+    """torch's thread count as it was before, whatever the loop set it to (train() may run in-process)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _Stop:
     """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits cleanly."""
 
@@ -343,7 +353,7 @@ class _Loop:
         window_t0, window_steps = time.perf_counter(), 0
         free_cores = FreeCores(torch.get_num_threads()) if self.dev_type == "cpu" else None
         self.model.train()
-        with _Stop() as stop:
+        with _Stop() as stop, _threads_restored():
             while o.step < t.max_steps:
                 lr = lr_at(o.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
                 for group in self.optimizer.param_groups:

@@ -94,8 +94,10 @@ def test_the_trainer_gives_up_threads_to_busy_processes(home, small_corpus, monk
     monkeypatch.setattr(trainer_module, "FreeCores", Crowded)
     torch.set_num_threads(2)
     run_dir = make_run(small_corpus)
-    train(run_dir)
-    assert torch.get_num_threads() == 1
+    threads: list[int] = []
+    train(run_dir, on_event=lambda e: threads.append(torch.get_num_threads()) if e["event"] == "step" else None)
+    assert threads[0] == 2 and set(threads[1:]) == {1}  # from the first log window on
+    assert torch.get_num_threads() == 2  # restored: train() may run inside a longer-lived process
     assert "training on 1 thread(s): other processes use 1.0 of the 2 cores" in (run_dir / "train.log").read_text()
 
 
