@@ -12,10 +12,10 @@ import torch
 
 from engine import checkpoint as ckpt
 from engine import runs
+from engine import trainer as trainer_module
 from engine.config import RunConfig, apply_overrides, preset
 from engine.errors import CheckpointError, ConfigError, RunError
 from engine.events import read_events
-from engine import trainer as trainer_module
 from engine.trainer import lr_at, train
 
 # Small enough for seconds per run on a shared 2-core CPU, big enough to learn something.
