@@ -14,7 +14,7 @@ Three ways through the same weights:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,27 @@ class KVCache:
     k: list[Tensor]  # per layer [B, n_head, block_size, head_dim]
     v: list[Tensor]
     length: int = 0
+    # Transposed copies of wide Linear weights, made by the first one-token step on a CPU (see `_linear`).
+    transposed: dict[nn.Module, Tensor] = field(default_factory=dict)
+
+
+def _linear(layer: nn.Module, x: Tensor, transposed: dict[nn.Module, Tensor] | None) -> Tensor:
+    """layer(x). In a one-token step on a CPU (`transposed` given), an fp32 nn.Linear wider out than in
+    multiplies by a [in, out] copy of its weight instead, made once per KV cache.
+
+    Such a step is a matrix-vector product bound by reading the weights, and MKL's fp32 GEMV reads an
+    [out, in] weight with in = 384 (out short rows) at 7-8 GB/s against 15-16 GB/s for the same product
+    over the [in, out] copy (in long rows); a Linear narrower out than in reads fastest as it is. The
+    machine streams ~30 GB/s (docs/PERFORMANCE.md). `medium` decodes ~1.3x faster for 29 MB of copies.
+    """
+    if (transposed is None or type(layer) is not nn.Linear or layer.out_features <= layer.in_features
+            or layer.weight.dtype != torch.float32):
+        return layer(x)
+    w_t = transposed.get(layer)
+    if w_t is None:
+        w_t = transposed[layer] = layer.weight.t().contiguous()
+    y = x @ w_t
+    return y if layer.bias is None else y + layer.bias
 
 
 def _causal_mask(t: int, start: int, device: torch.device) -> Tensor:
@@ -55,9 +76,10 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+                need_weights: bool = False, transposed: dict[nn.Module, Tensor] | None = None
+                ) -> tuple[Tensor, Tensor | None]:
         B, T, C = x.shape
-        qkv = self.c_attn(x)
+        qkv = _linear(self.c_attn, x, transposed)
         # The CPU flash kernel's bf16 backward is far slower than its fp32 one (4.6x per call on `tiny`,
         # which made bf16 training slower than fp32): under CPU bf16 autocast, attention runs in fp32 and
         # the matmuls around it in bf16. One cast of qkv, not three of q, k and v: 9% less per layer on `tiny`.
@@ -96,7 +118,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, start, x.device),
                                                dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), att
+        return self.resid_dropout(_linear(self.c_proj, y, transposed)), att
 
 
 class MLP(nn.Module):
@@ -108,8 +130,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+    def forward(self, x: Tensor, transposed: dict[nn.Module, Tensor] | None = None) -> Tensor:
+        return self.dropout(_linear(self.c_proj, self.gelu(_linear(self.c_fc, x, transposed)), transposed))
 
 
 class Block(nn.Module):
@@ -121,10 +143,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        a, att = self.attn(self.ln_1(x), kv, start, need_weights)
+                need_weights: bool = False, transposed: dict[nn.Module, Tensor] | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        a, att = self.attn(self.ln_1(x), kv, start, need_weights, transposed)
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        x = x + self.mlp(self.ln_2(x), transposed)
         return x, att
 
 
@@ -171,9 +194,9 @@ class GPT(nn.Module):
                              f"feed at most block_size tokens (the sampler slides its window).")
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(self.positions[start:end]))
 
-    def lens_logits(self, residual: Tensor) -> Tensor:
+    def lens_logits(self, residual: Tensor, transposed: dict[nn.Module, Tensor] | None = None) -> Tensor:
         """Final LayerNorm + tied head: the model's output layer, applicable to any layer's residual."""
-        return self.lm_head(self.transformer.ln_f(residual))
+        return _linear(self.lm_head, self.transformer.ln_f(residual), transposed)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits [B, T, V] at every position; with targets [B, T], the mean cross entropy (-1 ignored)."""
@@ -203,10 +226,12 @@ class GPT(nn.Module):
         if idx.size(0) != state.k[0].size(0):
             raise ValueError(f"Batch of {idx.size(0)} does not match the cache's {state.k[0].size(0)}.")
         x = self._embed(idx, start)
+        one_token_cpu = idx.size(1) == 1 and idx.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+        transposed = state.transposed if one_token_cpu else None
         for block, k, v in zip(self.transformer.h, state.k, state.v):
-            x, _ = block(x, (k, v), start)
+            x, _ = block(x, (k, v), start, transposed=transposed)
         state.length = start + idx.size(1)
-        return self.lens_logits(x), state
+        return self.lens_logits(x, transposed), state
 
     def state_len(self, state: KVCache) -> int:
         return state.length

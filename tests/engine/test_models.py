@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 from engine.config import ModelConfig, preset
 from engine.errors import ConfigError
@@ -40,6 +41,27 @@ def test_gpt_kv_cache_matches_full_recompute_over_100_decode_steps():
         logits, state = model.step(nxt, state)
         torch.testing.assert_close(logits[:, -1], model(seq)[0][:, -1], atol=1e-5, rtol=1e-5)
     assert model.state_len(state) == 110
+
+
+@torch.no_grad()
+def test_gpt_one_token_steps_read_transposed_copies_made_once_per_cache():
+    model = gpt()
+    seq = torch.randint(0, V, (1, 6), generator=torch.Generator().manual_seed(6))
+    state = model.init_state(1)
+    _, state = model.step(seq[:, :5], state)
+    assert state.transposed == {}  # a prefill reads the weights as they are
+    _, state = model.step(seq[:, 5:], state)
+    wide = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features > m.in_features]
+    assert len(wide) == 4 and set(state.transposed) == set(wide)  # c_attn and c_fc of both blocks
+    for layer, w_t in state.transposed.items():
+        assert w_t.is_contiguous() and torch.equal(w_t, layer.weight.t())
+    # Weights changed after a cache was made (an optimizer step between samples): a new cache sees them.
+    for p in model.parameters():
+        p.mul_(1.5)
+    state = model.init_state(1)
+    _, state = model.step(seq[:, :5], state)
+    logits, state = model.step(seq[:, 5:], state)
+    torch.testing.assert_close(logits[:, -1], model(seq)[0][:, -1], atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()
