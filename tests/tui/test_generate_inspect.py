@@ -63,6 +63,23 @@ async def test_generation_streams_text_and_escape_stops_it(run):
         assert "tok/s" in stream.border_subtitle
 
 
+async def test_typing_on_the_tab_starts_the_prompt_and_digits_still_switch_tabs(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        prompt = tab.query_one(PromptInput)
+        assert tab.has_focus and prompt.value == ""
+        await pilot.press("t", "h", "e", "space", "c")
+        assert prompt.has_focus and prompt.value == "the c"
+        await pilot.press("enter")  # the prompt now takes Enter: it generates
+        await wait_for(pilot, lambda: not tab.running and tab.query_one("#out-a", TokenStream).token_count > 0,
+                       what="generation to finish")
+        await pilot.press("escape")  # nothing to stop: Escape leaves the field for the tab
+        assert tab.has_focus
+        await pilot.press("5")
+        assert app.query_one("TabbedContent").active == "inspect"
+
+
 async def test_same_seed_gives_the_same_text_as_the_engine(run):
     from engine.checkpoint import load_model
     from engine.sampler import SamplingConfig, generate_text

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -134,8 +134,9 @@ class GenerateTab(EngineTab, can_focus=True):
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
+        # Not selected on focus: the key that focuses it by typing on the tab (on_key) must not be replaced.
         yield PromptInput(placeholder="prompt (Enter or ctrl+s generates, Up/Down: history)", id="gen-prompt",
-                          compact=True)
+                          compact=True, select_on_focus=False)
         yield RunPicker(id="gen-run")
         with Horizontal(id="gen-params"):
             for key, label, default, _ in _FIELDS:
@@ -145,6 +146,15 @@ class GenerateTab(EngineTab, can_focus=True):
             yield TokenStream("output", id="out-a")
             yield TokenStream("int8", id="out-b")
         yield Static("ctrl+s generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8", id="gen-status")
+
+    def on_key(self, event: events.Key) -> None:
+        """Typing on the tab itself (where pressing 4 lands) starts a prompt: a printable key focuses the
+        prompt and goes into it. The app's keys stay theirs: digits switch tabs, '?' opens the help."""
+        if self.has_focus and event.is_printable and event.character not in "0123456789?":
+            event.stop()
+            prompt = self.query_one(PromptInput)
+            prompt.focus()
+            prompt.insert_text_at_cursor(event.character)
 
     # -- actions ----------------------------------------------------------------------------------------
 
