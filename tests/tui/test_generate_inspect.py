@@ -303,7 +303,7 @@ async def test_prompt_history_survives_a_restart(run):
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await open_tab(app, pilot, "4", GenerateTab)
         set_field(tab, "max_new_tokens", "3")
-        for prompt in ("first", "second"):
+        for prompt in ("first", "second", ""):  # an empty prompt generates but is not remembered
             tab.query_one(PromptInput).value = prompt
             tab.query_one(PromptInput).focus()
             await pilot.press("enter")

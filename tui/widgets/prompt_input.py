@@ -41,8 +41,9 @@ def load_history() -> list[str]:
 
 
 def remember(prompt: str) -> list[str]:
-    """Add a prompt to the saved history (moving it to the end if already there); returns the history."""
-    if len(prompt) > HISTORY_MAX_CHARS:
+    """Add a prompt to the saved history (moving it to the end if already there); returns the history.
+    An empty prompt is not kept: recalling it would show nothing."""
+    if not prompt or len(prompt) > HISTORY_MAX_CHARS:
         return load_history()
     history = [p for p in load_history() if p != prompt] + [prompt]
     history = history[-HISTORY_LIMIT:]
