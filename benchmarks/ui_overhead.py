@@ -5,7 +5,11 @@ its Start button does; the app tails its events and redraws the curves, exactly 
 alternate headless/watched/watched/headless (then the reverse, for more rounds) so drift on a shared
 machine cancels out. The target is a ratio of at least 0.95.
 
-    python benchmarks/ui_overhead.py [--steps 300] [--rounds 1] [--json]
+Runs are sized by time, not steps: a short headless run first measures this machine's speed, and every
+run then trains for about --seconds. A fixed step count made the row 2-3x longer on a slow day, and
+shorter runs are noisier (start-up weighs more): ~3 s swung 0.9-1.1x, ~6 s 0.94-1.00x, ~10 s 1.05-1.17x.
+
+    python benchmarks/ui_overhead.py [--seconds 10] [--rounds 1] [--json]
     benchmarks/bench.py runs it with --json, in its own process as a user's TUI is.
 """
 
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SKIP_STEPS = 20  # the first steps include warm-up (allocations, caches): not part of the rate
+CALIBRATION_STEPS = 60  # the speed-measuring run: SKIP_STEPS, then 8 log windows
 
 
 def _config(corpus: str, steps: int):
@@ -114,9 +119,9 @@ def _stop_all(home: Path) -> None:
             wait_stopped(info.path, timeout=60)
 
 
-def measure(steps: int = 300, rounds: int = 1) -> dict:
-    """{"headless_tokens_per_s", "watched_tokens_per_s", "ratio"} from `rounds` ABBA/BAAB sequences of tiny
-    runs (2 headless and 2 watched runs a round)."""
+def measure(seconds: float = 10.0, rounds: int = 1) -> dict:
+    """{"headless_tokens_per_s", "watched_tokens_per_s", "ratio", ...} from `rounds` ABBA/BAAB sequences of
+    tiny runs (2 headless and 2 watched runs a round) of about `seconds` of training each."""
     from engine.corpora import prepare_builtin
 
     with tempfile.TemporaryDirectory(prefix="smallgpt-ui-overhead-") as tmp:
@@ -126,7 +131,11 @@ def measure(steps: int = 300, rounds: int = 1) -> dict:
         try:
             with prepare_builtin("python-docs").open(encoding="utf-8") as f:
                 (home / "corpus.txt").write_text(f.read(200_000), encoding="utf-8")
-            cfg = _config(str(home / "corpus.txt"), steps)
+            corpus = str(home / "corpus.txt")
+            cfg = _config(corpus, CALIBRATION_STEPS)
+            rate = _run_headless(cfg, "calibration")
+            steps = max(CALIBRATION_STEPS, round(seconds * rate / (cfg.train.batch_size * cfg.model.block_size)))
+            cfg = _config(corpus, steps)
             headless, watched_runs = [], []
             for r in range(rounds):  # ABBA, then BAAB, ...: each side as often first as last
                 order = ["headless", "watched", "watched", "headless"] if r % 2 == 0 else \
@@ -152,11 +161,11 @@ def measure(steps: int = 300, rounds: int = 1) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=10.0, help="training seconds a run")
     parser.add_argument("--rounds", type=int, default=1, help="ABBA rounds (4 runs each)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = measure(args.steps, args.rounds)
+    result = measure(args.seconds, args.rounds)
     if args.json:
         print(json.dumps(result))
     else:
