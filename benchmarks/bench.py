@@ -511,8 +511,8 @@ def rows_ui(b: Bench) -> list[Row]:
     rounds = 1 if b.s.quick else 2
     r = _ui_script("ui_overhead", "--seconds", str(b.s.ui_seconds), "--rounds", str(rounds))
     rows = [Row("UI-watched training tokens/s", r["watched_tokens_per_s"], r["headless_tokens_per_s"], "tok/s",
-                ">= 0.95x", r["ratio"] >= 0.95, f"{4 * rounds} alternating runs of {r['steps']} steps (~{b.s.ui_seconds:g} s); the UI "
-                f"used {r['ui_cpu_share']:.0%} of a core")]
+                ">= 0.95x", r["ratio"] >= 0.95, f"{4 * rounds} alternating runs of {r['steps']} steps "
+                f"(~{b.s.ui_seconds:g} s); the UI used {r['ui_cpu_share']:.0%} of a core")]
     times = best_of({"frame": lambda: 1 / first_frame_seconds(), "python": lambda: 1 / python_startup_seconds()},
                     repeats=2 if b.s.quick else 3)
     frame, python = 1 / times["frame"], 1 / times["python"]
