@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -67,6 +68,18 @@ class SamplingConfig:
             raise ConfigError(f"stop must be a list of non-empty strings (got {self.stop!r}).")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be a whole number (got {self.seed!r}).")
+
+
+@contextmanager
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Inside: torch's thread count set to n (unchanged when None). On exit: back to what it was."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -145,13 +158,9 @@ def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingCon
             # during decoding half a block is kept, so a re-prefill happens once per block_size // 2 tokens.
             state = model.init_state(1)
             new = context[-max(len(new), limit // 2, 1):][-limit:]
-        threads = torch.get_num_threads()
-        if len(new) == 1 and device.type == "cpu":  # a decode step: one thread (see the module docstring)
-            torch.set_num_threads(1)
-        try:
+        decode_step = len(new) == 1 and device.type == "cpu"  # one thread (see the module docstring)
+        with torch_threads(1 if decode_step else None):
             logits, state = model.step(torch.tensor([new], dtype=torch.long, device=device), state)
-        finally:
-            torch.set_num_threads(threads)
         return logits[0, -1]
 
     @torch.inference_mode()

@@ -29,6 +29,7 @@ from .config import RunConfig
 from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
 from .runs import CONFIG_FILE, LOG_FILE, TOKENIZER_FILE, FreeCores, hold_lock, install_tokenizer
+from .sampler import SamplingConfig, generate_text, torch_threads
 
 log = logging.getLogger("engine.trainer")
 
@@ -131,16 +132,6 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim
         return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), **fast)
     except (RuntimeError, TypeError):  # an older torch or device without the fused kernel
         return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), foreach=True)
-
-
-@contextmanager
-def _threads_restored() -> Iterator[None]:
-    """torch's thread count as it was before, whatever the loop set it to (train() may run in-process)."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class _Stop:
@@ -353,7 +344,8 @@ class _Loop:
         window_t0, window_steps = time.perf_counter(), 0
         free_cores = FreeCores(torch.get_num_threads()) if self.dev_type == "cpu" else None
         self.model.train()
-        with _Stop() as stop, _threads_restored():
+        # torch_threads(): the thread count FreeCores changes is restored after (train() may run in-process).
+        with _Stop() as stop, torch_threads():
             while o.step < t.max_steps:
                 lr = lr_at(o.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
                 for group in self.optimizer.param_groups:
@@ -469,8 +461,6 @@ class _Loop:
         self._checkpoint(best=improved)
 
     def _sample(self) -> str:
-        from .sampler import SamplingConfig, generate_text
-
         scfg = SamplingConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, seed=SAMPLE_SEED)
         return generate_text(self.model, self.tokenizer, "\n", scfg)
 
