@@ -1,6 +1,7 @@
 # Two commands for a new user: `make run` and `make test`. Both create .venv and install on first use only.
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
+CORPUS ?= python-docs
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -16,8 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# make stays the app's parent and keeps a hang-up's SIGHUP to itself; the app notices the terminal
+# going away on its own (tui/driver.py) and exits, leaving runs running.
 run: $(STAMP)
-	$(BIN)/smallgpt-tui --corpus python-docs
+	$(BIN)/smallgpt-tui --corpus $(CORPUS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -23,6 +23,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane, Tabs
 
 from engine.errors import SmallGPTError
 from engine.paths import log_path
+from tui.driver import HangUp, TerminalDriver
 from tui.messages import CorpusSelected, RunAttached, SplitChanged, TokenizerReady
 from tui.screens import HelpScreen, QuitScreen
 from tui.settings import Settings
@@ -48,7 +49,8 @@ class SmallGPTApp(App):
     TITLE = "smallgpt"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        *[Binding(str(i), f"show_tab('{pane}')", f"{title} tab", show=False)
+        # alt+N too: an Escape and a digit that arrive together (SSH, tmux) are alt+digit.
+        *[Binding(f"{i},alt+{i}", f"show_tab('{pane}')", f"{title} tab", show=False)
           for i, (pane, title, _) in enumerate(TABS, 1)],
         Binding("question_mark,f1", "help", "Help"),
         Binding("escape", "leave_field", "Leave the field (then 1-5 switch tabs)", show=False),
@@ -61,7 +63,8 @@ class SmallGPTApp(App):
     active_run: reactive[str] = reactive("", init=False)
 
     def __init__(self, corpus: str | None = None, settings: Settings | None = None) -> None:
-        super().__init__()
+        super().__init__(driver_class=TerminalDriver)
+        self._hung_up = False
         self.settings = settings if settings is not None else Settings.load()
         # Over SSH every animated frame costs bandwidth: no animations unless the user asks for them.
         if "TEXTUAL_ANIMATIONS" not in os.environ:
@@ -190,6 +193,16 @@ class SmallGPTApp(App):
 
         self.push_screen(QuitScreen([p.name for p in live]), decide)
 
+    def on_hang_up(self, message: HangUp) -> None:
+        """The terminal went away (or SIGTERM): quit as ctrl+q then "leave running" would."""
+        if self._hung_up:  # the input and the output both fail on a dropped link: one exit, one log line
+            return
+        self._hung_up = True
+        live = self.query_one(TrainTab).live_runs()
+        log.warning("exiting: %s; live runs left running: %s", message.reason,
+                    ", ".join(p.name for p in live) or "none")
+        self.exit()
+
 
 def main(argv: list[str] | None = None) -> None:
     from tui.cli import setup_logging
@@ -199,3 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     SmallGPTApp(corpus=args.corpus).run()
+
+
+if __name__ == "__main__":  # python -m tui.app
+    main()
