@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,18 @@ def _pid_alive(pid: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def _reap_when_done(pid: int) -> None:
+    """Wait for a trainer we launched in a thread of its own: a run that stops while this TUI follows
+    another would otherwise stay our zombie child until the TUI exits."""
+    def wait() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # _pid_alive reaped it first
+            pass
+
+    threading.Thread(target=wait, name=f"reap-{pid}", daemon=True).start()
 
 
 class Readout(Widget):
@@ -387,6 +400,7 @@ class TrainTab(EngineTab):
         if pid is not None:
             w.history.ended = ""
             self._launched[key] = pid  # still asked about at quit after the user follows another run
+            _reap_when_done(pid)
         self.watches[key] = w
         self.post_message(RunAttached(key))
         self._show_runs()
