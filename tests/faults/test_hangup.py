@@ -1,0 +1,245 @@
+"""The terminal goes away (an SSH drop), or SIGHUP or SIGTERM arrives: the app exits, runs go on.
+
+The app runs as `make run` starts it, through make, on a real pseudo-terminal that is its controlling
+terminal. A hang-up is closing the master side, as sshd does when the link drops. The app must be gone
+within 5 s, using under 10% of a core meanwhile (CPU time from the kernel, not wall time), and a run it
+launched must keep training and, once stopped, not linger as a zombie. Also: Escape and a digit that
+arrive in one read are alt+digit, which switches tabs and never types into a field.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.events import read_events
+from engine.runs import is_running, read_pid, stop_run, wait_stopped
+from tests.tui.pilot_helpers import TINY_FORM, wait_for, write_corpus, write_finished_run
+from tui.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = Path(sys.prefix)
+TICK = os.sysconf("SC_CLK_TCK")
+GONE_WITHIN = 5.0  # seconds
+CORE_SHARE = 0.10  # of one core over those seconds
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first); None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    f = proc_stat(pid)
+    assert f is not None, f"process {pid} is gone"
+    return (int(f[11]) + int(f[12])) / TICK  # utime + stime
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        f = proc_stat(int(d.name)) if d.name.isdigit() else None
+        if f is not None and int(f[1]) == pid:
+            out.append(int(d.name))
+    return out
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class Terminal:
+    """`make run` on a pseudo-terminal (its controlling terminal, as sshd gives a login), output drained."""
+
+    def __init__(self, home: Path, corpus: str) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTUAL")}
+        env.update(SMALLGPT_HOME=str(home), TERM="xterm-256color")
+        # make on the test's venv; -o: its install stamp counts as done (no pip from a test).
+        argv = ["make", "-s", "-C", str(ROOT), "-o", str(VENV / ".installed"), "run", f"VENV={VENV}",
+                f"CORPUS={home / corpus}"]
+        self.make = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=home,
+                                     start_new_session=True,
+                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(slave)
+        self.out = bytearray()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        wait_until(lambda: b"Data" in self.out or self.make.poll() is not None, 90, "the first frame")
+        assert self.make.poll() is None, self.out.decode(errors="replace")
+        [self.app] = children(self.make.pid)  # make runs the app itself, no shell in between
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            if select.select([self.master], [], [], 0.05)[0]:
+                try:
+                    self.out.extend(os.read(self.master, 1 << 16))
+                except OSError:
+                    return
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def hang_up(self) -> None:
+        """Close the master side, as sshd does when the link drops."""
+        self._stop.set()
+        self._reader.join()
+        os.close(self.master)
+        self.master = -1
+
+    def wait_gone(self) -> float:
+        """Wait (at most GONE_WITHIN s) for make and the app to exit; the CPU seconds the app and make
+        used from this call on. make's rusage from wait4 includes the app it reaped, exactly."""
+        before = cpu_seconds(self.app) + cpu_seconds(self.make.pid)
+        deadline = time.monotonic() + GONE_WITHIN
+        while time.monotonic() < deadline:
+            pid, status, usage = os.wait4(self.make.pid, os.WNOHANG)
+            if pid:
+                self.make.returncode = os.waitstatus_to_exitcode(status)
+                assert proc_stat(self.app) is None or proc_stat(self.app)[0] == "Z"  # make waited for it
+                return usage.ru_utime + usage.ru_stime - before
+            time.sleep(0.02)
+        used = cpu_seconds(self.app) + cpu_seconds(self.make.pid) - before
+        raise AssertionError(f"the app was still running {GONE_WITHIN} s after the hang-up, "
+                             f"having used {used:.2f} CPU s meanwhile")
+
+    def close(self) -> None:
+        for pid in (self.app, self.make.pid):
+            if proc_stat(pid) is not None and proc_stat(pid)[0] != "Z":
+                os.kill(pid, signal.SIGKILL)
+        if self.make.returncode is None:
+            self.make.wait()
+        if self.master >= 0:
+            self.hang_up()
+
+
+def exit_reasons(home: Path) -> list[str]:
+    log = home / "logs" / "smallgpt.log"
+    return [line for line in log.read_text().splitlines() if "exiting:" in line] if log.exists() else []
+
+
+@pytest.fixture
+def corpus(home) -> str:
+    return write_corpus(home)
+
+
+@pytest.mark.parametrize("how, reason", [("close", "input ended"), ("SIGHUP", "SIGHUP"), ("SIGTERM", "SIGTERM")])
+def test_the_app_under_make_exits_on_hang_up_or_sigterm_without_spinning(home, corpus, how, reason):
+    term = Terminal(home, corpus)
+    try:
+        if how == "close":
+            term.hang_up()
+        else:
+            os.killpg(term.make.pid, getattr(signal, how))  # the terminal's process group, as the kernel does
+        used = term.wait_gone()
+        assert used < CORE_SHARE * GONE_WITHIN, f"{used:.2f} CPU s while going away"
+        [line] = exit_reasons(home)
+        assert reason in line and "live runs left running: none" in line
+        if how != "close":  # the terminal is still there: the app gave it back (left the alternate screen)
+            time.sleep(0.2)
+            assert b"\x1b[?1049l" in term.out
+    finally:
+        term.close()
+
+
+@pytest.mark.slow
+def test_a_run_launched_from_the_app_trains_on_after_the_hang_up_and_is_no_zombie_when_stopped(home, corpus):
+    Settings.load().update("train_form", preset="tiny", **{**TINY_FORM, "max_steps": "100000"})
+    term = Terminal(home, corpus)
+    run: Path | None = None
+    try:
+        term.type(b"3")
+        time.sleep(0.5)
+        term.type(b"\x13")  # ctrl+s: start the run
+        checkpoints = home / "checkpoints"
+        wait_until(lambda: checkpoints.exists() and any(is_running(r) for r in checkpoints.iterdir()), 180,
+                   "the run to start")
+        [run] = list(checkpoints.iterdir())
+        trainer = read_pid(run)
+        assert trainer is not None and int(proc_stat(trainer)[1]) == term.app  # the app's child
+
+        term.hang_up()
+        used = term.wait_gone()
+        assert used < CORE_SHARE * GONE_WITHIN, f"{used:.2f} CPU s while going away"
+        [line] = exit_reasons(home)
+        assert f"live runs left running: {run.name}" in line
+
+        def steps() -> int:
+            return max((e["step"] for e in read_events(run) if e["event"] == "step"), default=0)
+
+        after = steps()
+        wait_until(lambda: steps() >= after + 3, 120, "the run to train on without its app")
+        assert is_running(run) and proc_stat(trainer)[0] != "Z"
+        stop_run(run)
+        assert wait_stopped(run, timeout=120)
+        wait_until(lambda: proc_stat(trainer) is None, 30, f"the stopped trainer {trainer} to be reaped "
+                   f"(state {(proc_stat(trainer) or ['gone'])[0]})")
+    finally:
+        term.close()
+        if run is not None and is_running(run):
+            stop_run(run)
+            wait_stopped(run, timeout=60)
+
+
+async def test_a_run_the_app_launched_is_reaped_while_it_follows_another(home, corpus):
+    from tui.app import SmallGPTApp
+    from tui.tabs.train import TrainTab
+
+    other = write_finished_run(home, "other")
+    app = SmallGPTApp(corpus=corpus)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        tab = app.query_one(TrainTab)
+        # A stand-in for the trainer (launched without Popen, which would reap it itself).
+        child = os.posix_spawn(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)"], os.environ)
+        tab.attach(home / "checkpoints" / "launched", child)
+        tab.attach(other)  # the user follows another run: nothing polls the first one now
+        os.kill(child, signal.SIGKILL)
+        await wait_for(pilot, lambda: proc_stat(child) is None, timeout=30, what="the stopped child to be reaped")
+
+
+async def test_alt_digit_in_the_generate_prompt_switches_tab_and_types_nothing(home):
+    from tui.app import SmallGPTApp
+    from tui.widgets.prompt_input import PromptInput
+
+    app = SmallGPTApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("4", "h", "i")
+        prompt = app.query_one(PromptInput)
+        assert app.focused is prompt and prompt.value == "hi"
+        await pilot.press("alt+5")
+        assert app.query_one("TabbedContent").active == "inspect"
+        assert prompt.value == "hi"
+        await pilot.press("alt+4")  # from the Inspect tab, back again: the prompt is as it was
+        assert app.query_one("TabbedContent").active == "generate" and prompt.value == "hi"
+
+
+def test_escape_and_a_digit_in_one_read_are_alt_digit_without_a_character():
+    from tui.driver import KeyParser
+
+    parser = KeyParser()
+    for digit in "0123456789":
+        keys = list(parser.feed(f"\x1b{digit}")) + list(parser.tick())
+        assert [(k.key, k.character) for k in keys] == [(f"alt+{digit}", None)]
+    keys = list(parser.feed("5∞\x1b[A"))  # a digit, a typed infinity sign, an arrow: unchanged
+    assert [(k.key, k.character) for k in keys] == [("5", "5"), ("infinity", "∞"), ("up", None)]
