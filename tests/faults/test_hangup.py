@@ -67,20 +67,25 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 class Terminal:
-    """`make run` on a pseudo-terminal (its controlling terminal, as sshd gives a login), output drained."""
+    """`make run` on a pseudo-terminal (its controlling terminal, as sshd gives a login), the screen
+    drained. With output_to_pipe the app draws into a pipe instead (Textual draws on stderr), so that
+    its output can fail while its input stays."""
 
-    def __init__(self, home: Path, corpus: str) -> None:
+    def __init__(self, home: Path, corpus: str, output_to_pipe: bool = False) -> None:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        self.screen, stderr = os.pipe() if output_to_pipe else (self.master, slave)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTUAL")}
         env.update(SMALLGPT_HOME=str(home), TERM="xterm-256color")
         # make on the test's venv; -o: its install stamp counts as done (no pip from a test).
         argv = ["make", "-s", "-C", str(ROOT), "-o", str(VENV / ".installed"), "run", f"VENV={VENV}",
                 f"CORPUS={home / corpus}"]
-        self.make = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=home,
+        self.make = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=stderr, env=env, cwd=home,
                                      start_new_session=True,
                                      preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         os.close(slave)
+        if output_to_pipe:
+            os.close(stderr)
         self.out = bytearray()
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._drain, daemon=True)
@@ -88,24 +93,42 @@ class Terminal:
         wait_until(lambda: b"Data" in self.out or self.make.poll() is not None, 90, "the first frame")
         assert self.make.poll() is None, self.out.decode(errors="replace")
         [self.app] = children(self.make.pid)  # make runs the app itself, no shell in between
+        self.wait_idle()
+
+    def wait_idle(self) -> None:
+        """Until the app's start-up work is done (under 0.05 CPU s in half a second): what it uses from
+        then on is its reaction to what the test does."""
+        last = cpu_seconds(self.app)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = cpu_seconds(self.app)
+            if now - last < 0.05:
+                return
+            last = now
+        raise AssertionError("the app never went idle")
 
     def _drain(self) -> None:
         while not self._stop.is_set():
-            if select.select([self.master], [], [], 0.05)[0]:
+            if select.select([self.screen], [], [], 0.05)[0]:
                 try:
-                    self.out.extend(os.read(self.master, 1 << 16))
+                    data = os.read(self.screen, 1 << 16)
                 except OSError:
                     return
+                self.out.extend(data)
 
     def type(self, keys: bytes) -> None:
         os.write(self.master, keys)
 
-    def hang_up(self) -> None:
-        """Close the master side, as sshd does when the link drops."""
-        self._stop.set()
-        self._reader.join()
-        os.close(self.master)
-        self.master = -1
+    def stop_drawing(self) -> None:
+        """Stop reading the screen and close it: the master side (as sshd does when the link drops) or
+        the pipe."""
+        if self.screen >= 0:
+            self._stop.set()
+            self._reader.join()
+            os.close(self.screen)
+            self.master = -1 if self.screen == self.master else self.master
+            self.screen = -1
 
     def wait_gone(self) -> float:
         """Wait (at most GONE_WITHIN s) for make and the app to exit; the CPU seconds the app and make
@@ -129,8 +152,9 @@ class Terminal:
                 os.kill(pid, signal.SIGKILL)
         if self.make.returncode is None:
             self.make.wait()
+        self.stop_drawing()
         if self.master >= 0:
-            self.hang_up()
+            os.close(self.master)
 
 
 def exit_reasons(home: Path) -> list[str]:
@@ -143,19 +167,24 @@ def corpus(home) -> str:
     return write_corpus(home)
 
 
-@pytest.mark.parametrize("how, reason", [("close", "input ended"), ("SIGHUP", "SIGHUP"), ("SIGTERM", "SIGTERM")])
+# A closed master fails the app's next read (EOF) or write (EIO), whichever comes first.
+@pytest.mark.parametrize("how, reason", [("close", "the terminal"), ("SIGHUP", "SIGHUP"),
+                                         ("SIGTERM", "SIGTERM"), ("broken output", "(EPIPE)")])
 def test_the_app_under_make_exits_on_hang_up_or_sigterm_without_spinning(home, corpus, how, reason):
-    term = Terminal(home, corpus)
+    term = Terminal(home, corpus, output_to_pipe=how == "broken output")
     try:
         if how == "close":
-            term.hang_up()
+            term.stop_drawing()
+        elif how == "broken output":
+            term.stop_drawing()
+            term.type(b"\t")  # the focus moves: something to draw, and the write fails
         else:
             os.killpg(term.make.pid, getattr(signal, how))  # the terminal's process group, as the kernel does
         used = term.wait_gone()
         assert used < CORE_SHARE * GONE_WITHIN, f"{used:.2f} CPU s while going away"
         [line] = exit_reasons(home)
         assert reason in line and "live runs left running: none" in line
-        if how != "close":  # the terminal is still there: the app gave it back (left the alternate screen)
+        if how.startswith("SIG"):  # the terminal is still there: the app gave it back (left the alternate screen)
             time.sleep(0.2)
             assert b"\x1b[?1049l" in term.out
     finally:
@@ -178,7 +207,7 @@ def test_a_run_launched_from_the_app_trains_on_after_the_hang_up_and_is_no_zombi
         trainer = read_pid(run)
         assert trainer is not None and int(proc_stat(trainer)[1]) == term.app  # the app's child
 
-        term.hang_up()
+        term.stop_drawing()  # the master closed: the link dropped
         used = term.wait_gone()
         assert used < CORE_SHARE * GONE_WITHIN, f"{used:.2f} CPU s while going away"
         [line] = exit_reasons(home)
