@@ -49,9 +49,11 @@ class SmallGPTApp(App):
     TITLE = "smallgpt"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        # alt+N too: an Escape and a digit that arrive together (SSH, tmux) are alt+digit.
-        *[Binding(f"{i},alt+{i}", f"show_tab('{pane}')", f"{title} tab", show=False)
+        *[Binding(str(i), f"show_tab('{pane}')", f"{title} tab", show=False)
           for i, (pane, title, _) in enumerate(TABS, 1)],
+        # alt+1-5 as well, from a text field too; an Escape and a digit that arrive together (SSH, tmux) are
+        # alt+digit. No description: the help lists the tabs once.
+        *[Binding(f"alt+{i}", f"show_tab('{pane}')", show=False) for i, (pane, _, _) in enumerate(TABS, 1)],
         Binding("question_mark,f1", "help", "Help"),
         Binding("escape", "leave_field", "Leave the field (then 1-5 switch tabs)", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
