@@ -12,8 +12,10 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import random
 import select
 import signal
+import string
 import struct
 import subprocess
 import sys
@@ -191,6 +193,28 @@ def test_the_app_under_make_exits_on_hang_up_or_sigterm_without_spinning(home, c
         term.close()
 
 
+def test_engine_work_in_a_thread_does_not_hold_the_exit(home):
+    """A BPE tokenizer training on ~6 MB takes seconds; Python would wait for its thread before exiting."""
+    rng = random.Random(0)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(20_000)]
+    (home / "big.txt").write_text("\n".join(" ".join(rng.choices(words, k=12)) for _ in range(80_000)))
+    Settings.load().update("tokenizer", kind="bpe", vocab_size=8000)
+    term = Terminal(home, "big.txt")
+    try:
+        term.type(b"2")
+        term.wait_idle()
+        term.type(b"\x13")  # ctrl+s: train the tokenizer
+        wait_until(lambda: b"Training" in term.out, 30, "the training to start")
+        time.sleep(0.5)
+        term.stop_drawing()
+        used = term.wait_gone()
+        assert used < CORE_SHARE * GONE_WITHIN, f"{used:.2f} CPU s while going away"
+        assert not (home / "corpora" / "cache" / "tokenizers").exists() or \
+            not any((home / "corpora" / "cache" / "tokenizers").iterdir()), "the training finished first"
+    finally:
+        term.close()
+
+
 @pytest.mark.slow
 def test_a_run_launched_from_the_app_trains_on_after_the_hang_up_and_is_no_zombie_when_stopped(home, corpus):
     Settings.load().update("train_form", preset="tiny", **{**TINY_FORM, "max_steps": "100000"})
@@ -198,7 +222,7 @@ def test_a_run_launched_from_the_app_trains_on_after_the_hang_up_and_is_no_zombi
     run: Path | None = None
     try:
         term.type(b"3")
-        time.sleep(0.5)
+        term.wait_idle()
         term.type(b"\x13")  # ctrl+s: start the run
         checkpoints = home / "checkpoints"
         wait_until(lambda: checkpoints.exists() and any(is_running(r) for r in checkpoints.iterdir()), 180,
