@@ -200,7 +200,7 @@ class SmallGPTApp(App):
         if self._hung_up:  # the input and the output both fail on a dropped link: one exit, one log line
             return
         self._hung_up = True
-        live = self.query_one(TrainTab).live_runs()
+        live = [run for tab in self.query(TrainTab) for run in tab.live_runs()]  # none before the tabs mount
         log.warning("exiting: %s; live runs left running: %s", message.reason,
                     ", ".join(p.name for p in live) or "none")
         self.exit()

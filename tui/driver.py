@@ -1,9 +1,10 @@
 """The app's terminal driver: Textual's LinuxDriver, plus what a terminal at the end of an SSH link needs.
 
 - When the terminal goes away (EOF or an error reading it, an error writing it, SIGHUP) or SIGTERM
-  arrives, the app gets a HangUp message and exits, leaving runs running. Textual alone keeps selecting a
-  hung-up terminal, which is always readable (a busy loop at 70% of a core), and its writer thread dies
-  on EIO, leaving the app blocked on the writer's full queue: an orphan that never exits.
+  arrives, the app gets a HangUp message and exits, leaving runs running; the process ends as soon as
+  the app has shut down. Textual alone keeps selecting a hung-up terminal, which is always readable (a
+  busy loop: half a core or more), and its writer thread dies on EIO, leaving the app blocked on the
+  writer's full queue: an orphan that never exits.
 - Escape and a digit in one read (as SSH and tmux deliver a quick Escape, 5) are alt+digit. Textual
   reads them as the characters macOS's Option key types ("∞" for Option+5), which a text field inserts.
 """
