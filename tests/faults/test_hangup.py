@@ -187,8 +187,7 @@ def test_the_app_under_make_exits_on_hang_up_or_sigterm_without_spinning(home, c
         [line] = exit_reasons(home)
         assert reason in line and "live runs left running: none" in line
         if how.startswith("SIG"):  # the terminal is still there: the app gave it back (left the alternate screen)
-            time.sleep(0.2)
-            assert b"\x1b[?1049l" in term.out
+            wait_until(lambda: b"\x1b[?1049l" in term.out, 10, "the app to leave the alternate screen")
     finally:
         term.close()
 
