@@ -1,4 +1,4 @@
-"""The performance table (DESIGN section 6, issue 7): every row a ratio measured in this run, on this machine.
+"""The performance table: every row a ratio measured in this run, on this machine.
 
     python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory] [--threads N] [--json]
 
@@ -41,7 +41,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.runs import training_process_settings  # noqa: E402  (imports no torch)
+from engine.process import training_process_settings  # noqa: E402  (imports no torch)
 
 # Before torch loads, as in every training process (OpenMP threads spin briefly, then sleep; malloc keeps
 # freed blocks): the reference loop and every other baseline get the same runtime settings as ours.
@@ -154,7 +154,7 @@ class Bench:
         {"run_dir", "tokens_per_s" (median window after the first), "peak_rss", "params", "seconds"}."""
         if preset_name in self.runs:
             return self.runs[preset_name]
-        from engine.events import read_events
+        from engine.events import Start, Step, read_events, typed
         from engine.runs import create_run
 
         log_every = self.s.log_interval[preset_name]
@@ -168,12 +168,12 @@ class Bench:
         output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"training {preset_name} failed: {output.strip()[-500:]}")
-        events = read_events(run_dir)
-        rates = [e["tokens_per_s"] for e in events if e["event"] == "step" and e["step"] > log_every]
-        start = next(e for e in events if e["event"] == "start")
+        events = typed(read_events(run_dir))
+        rates = [e.tokens_per_s for e in events if isinstance(e, Step) and e.step > log_every]
+        start = next(e for e in events if isinstance(e, Start))
         self.runs[preset_name] = {"run_dir": run_dir, "tokens_per_s": _median(rates), "windows": len(rates),
-                                  "peak_rss": usage.ru_maxrss * 1024, "params": start["params"],
-                                  "dtype": start["dtype"], "seconds": time.perf_counter() - t0}
+                                  "peak_rss": usage.ru_maxrss * 1024, "params": start.params,
+                                  "dtype": start.dtype, "seconds": time.perf_counter() - t0}
         return self.runs[preset_name]
 
 

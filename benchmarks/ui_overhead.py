@@ -1,4 +1,4 @@
-"""UI overhead (DESIGN section 6): tokens/s of a tiny run watched by the TUI vs the same run headless.
+"""UI overhead: tokens/s of a tiny run watched by the TUI vs the same run headless.
 
 The watched run is started from the real app (headless Textual via Pilot, so no terminal is needed) as
 its Start button does; the app tails its events and redraws the curves, exactly as a user's TUI would. Runs
@@ -45,12 +45,13 @@ def _config(corpus: str, steps: int):
 
 def _tokens_per_s(run_dir: Path) -> float:
     """Median of the trainer's own tokens/s reports after warm-up (what the user sees in the tab)."""
-    from engine.events import read_events
+    from engine.events import Step, read_events, typed
+    from engine.rundir import RunDir
 
-    rates = [e["tokens_per_s"] for e in read_events(run_dir)
-             if e["event"] == "step" and e["step"] > SKIP_STEPS and e.get("tokens_per_s")]
+    rates = [e.tokens_per_s for e in typed(read_events(run_dir))
+             if isinstance(e, Step) and e.step > SKIP_STEPS and e.tokens_per_s]
     if not rates:
-        raise RuntimeError(f"run {run_dir} reported no step rates: see {run_dir / 'train.log'}")
+        raise RuntimeError(f"run {run_dir} reported no step rates: see {RunDir(run_dir).log}")
     return statistics.median(rates)
 
 
@@ -66,12 +67,13 @@ def _run_headless(cfg, name: str) -> float:
 
 
 def _wait_start(run: Path, timeout: float = 120.0) -> None:
+    from engine.rundir import RunDir
     from engine.runs import is_running
 
     deadline = time.monotonic() + timeout
     while not is_running(run):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"run {run} did not start: see {run / 'train.log'}")
+            raise RuntimeError(f"run {run} did not start: see {RunDir(run).log}")
         time.sleep(0.1)
 
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .errors import SmallGPTError
+from .process import training_process_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from ckpt/latest")
     args = p.parse_args(argv)
 
-    from .runs import training_process_settings
-
     training_process_settings()
-    from .trainer import train  # imports torch
+    from .trainer import train  # after the settings: they must precede torch's import
 
     try:
         summary = train(args.run_dir, resume=args.resume)

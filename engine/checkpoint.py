@@ -1,4 +1,5 @@
-"""Atomic checkpoints of a run: RUN/ckpt/<which>/{model.safetensors, optim.safetensors, state.json}.
+"""Atomic checkpoints of a run: RUN/ckpt/<which>/{model.safetensors, optim.safetensors, state.json}, and
+`load_model`, the one way to load a run's model by checkpoint name (latest, best, int8).
 
 Nothing here is ever unpickled: weights and optimizer tensors are safetensors, everything else is JSON
 (the optimizer's param groups ride in the safetensors metadata; RNG states are base64 of their bytes).
@@ -15,38 +16,44 @@ import base64
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_model as st_load_model
+from torch import nn
 
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError
+from .models import build_model
+from .quantize import FORMAT as INT8_FORMAT
+from .quantize import quantize_model
+from .rundir import CHECKPOINTS, RunDir
+from .tokenizer import Tokenizer
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from .tokenizer import Tokenizer
-
-CKPT_DIR = "ckpt"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
 STATE_FILE = "state.json"
-CONFIG_FILE = "config.toml"
-TOKENIZER_FILE = "tokenizer.json"
-KINDS = ("latest", "best")
 
 
 def checkpoint_dir(run_dir: Path, which: str) -> Path | None:
     """The complete checkpoint `which` of a run (or the previous one a crash left), or None."""
-    return _find(Path(run_dir) / CKPT_DIR, which)
+    return _find(RunDir(run_dir).checkpoints, which)
 
 
-def save_checkpoint(run_dir: Path, which: str, model: "nn.Module", optimizer: "torch.optim.Optimizer | None",
+def find(run_dir: Path, which: str) -> Path | None:
+    """The directory `load_model(run_dir, which)` reads: "best" falls back to "latest" before the first
+    eval has written a best."""
+    return checkpoint_dir(run_dir, which) or (checkpoint_dir(run_dir, "latest") if which == "best" else None)
+
+
+def save_checkpoint(run_dir: Path, which: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     state: dict[str, Any]) -> Path:
     """Write model, optimizer and state.json atomically to RUN/ckpt/<which>/ and return that path."""
-    from safetensors.torch import save_file, save_model
-
-    root = Path(run_dir) / CKPT_DIR
+    root = RunDir(run_dir).checkpoints
     root.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(root, which)
     tmp = root / f".tmp-{which}-{os.getpid()}"
@@ -91,11 +98,8 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def load_weights(model: "nn.Module", path: Path, device: str = "cpu") -> None:
+def load_weights(model: nn.Module, path: Path, device: str = "cpu") -> None:
     """Load model.safetensors into model; a corrupt, truncated or mismatched file names itself."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model as st_load_model
-
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file {path} is missing: train the run first or pick another checkpoint.")
     try:
@@ -109,10 +113,7 @@ def load_weights(model: "nn.Module", path: Path, device: str = "cpu") -> None:
                               f"restore the run's config.toml or start a new run.") from None
 
 
-def load_optimizer(optimizer: "torch.optim.Optimizer", path: Path) -> None:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
@@ -125,7 +126,7 @@ def load_optimizer(optimizer: "torch.optim.Optimizer", path: Path) -> None:
                               f"start the run again without --resume.") from None
 
 
-def load_training_state(run_dir: Path, model: "nn.Module", optimizer: "torch.optim.Optimizer",
+def load_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         device: str = "cpu") -> dict[str, Any]:
     """Restore model and optimizer from RUN/ckpt/latest for resuming; return its state.json.
 
@@ -137,7 +138,7 @@ def load_training_state(run_dir: Path, model: "nn.Module", optimizer: "torch.opt
     if ckpt is None:
         raise CheckpointError(f"Run {run_dir} has no checkpoint to resume from: start it without --resume.")
     state = read_state(ckpt)
-    check_model_config(state.get("model_config", {}), _model_dict(model), run_dir)
+    check_model_config(state.get("model_config", {}), asdict(model.config), run_dir)
     load_weights(model, ckpt / MODEL_FILE, device)
     load_optimizer(optimizer, ckpt / OPTIM_FILE)
     return state
@@ -152,64 +153,55 @@ def check_model_config(saved: dict[str, Any], current: dict[str, Any], run_dir: 
                           f"restore those values to resume, or start a new run.")
 
 
-def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple["nn.Module", RunConfig, "Tokenizer"]:
+def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, RunConfig, Tokenizer]:
     """The model of a run's checkpoint (eval mode), its config and its tokenizer.
 
-    which: "latest", "best" (falls back to latest when no eval has written a best yet) or "int8"
-    (delegated to engine.quantize.load_int8).
+    which: "latest", "best" (falls back to latest when no eval has written a best yet) or "int8" (the
+    quantized model engine.int8.save_int8 wrote; its layers are engine.quantize's).
     """
-    from .models import build_model
-    from .tokenizer import Tokenizer
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): pick a run from `smallgpt runs list`.")
-    cfg = RunConfig.load(cfg_path)
-    tok_path = run_dir / TOKENIZER_FILE
-    if not tok_path.is_file():
-        raise CheckpointError(f"Run {run_dir} has no {TOKENIZER_FILE}: copy the tokenizer it was trained with there.")
-    tokenizer = Tokenizer.load(tok_path)
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    if not rd.is_run():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {rd.config.name}): "
+                              f"pick a run from `smallgpt runs list`.")
+    cfg = RunConfig.load(rd.config)
+    if not rd.tokenizer.is_file():
+        raise CheckpointError(f"Run {run_dir} has no {rd.tokenizer.name}: copy the tokenizer it was trained with there.")
+    tokenizer = Tokenizer.load(rd.tokenizer)
     if tokenizer.vocab_size != cfg.model.vocab_size:
-        raise CheckpointError(f"The tokenizer {tok_path} has {tokenizer.vocab_size} tokens but the run's model was "
-                              f"trained with {cfg.model.vocab_size}: restore the tokenizer.json the run was trained with.")
-    if which == "int8":
-        from .quantize import load_int8  # the quantizer owns the int8 format
-
-        model = load_int8(run_dir, cfg, device)
-        return model, cfg, tokenizer
-    if which not in KINDS:
+        raise CheckpointError(f"The tokenizer {rd.tokenizer} has {tokenizer.vocab_size} tokens but the run's model "
+                              f"was trained with {cfg.model.vocab_size}: restore the tokenizer.json the run was "
+                              f"trained with.")
+    if which not in CHECKPOINTS:
         raise CheckpointError(f"Unknown checkpoint '{which}': use latest, best or int8.")
-    ckpt = checkpoint_dir(run_dir, which) or (checkpoint_dir(run_dir, "latest") if which == "best" else None)
+    ckpt = find(run_dir, which)
+    if ckpt is None and which == "int8":
+        raise CheckpointError(f"Run {run_dir} has no int8 checkpoint yet: run `smallgpt quantize {rd.name}` first.")
     if ckpt is None:
         raise CheckpointError(f"Run {run_dir} has no {which} checkpoint yet: train it (or wait for its first eval).")
     model = build_model(cfg.model)
+    if which == "int8":
+        state = read_state(ckpt)
+        if state.get("format") != INT8_FORMAT:
+            raise CheckpointError(f"Checkpoint {ckpt} is not a {INT8_FORMAT} checkpoint: run `smallgpt quantize` again.")
+        check_model_config(state.get("model_config", {}), asdict(cfg.model), run_dir)
+        model = quantize_model(model)
     load_weights(model, ckpt / MODEL_FILE, device)
     model.to(device).eval()
     return model, cfg, tokenizer
 
 
-def encode_bytes(t: "torch.Tensor") -> str:
+def encode_bytes(t: torch.Tensor) -> str:
     """A uint8 tensor (an RNG state) as base64 text for state.json."""
     return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
 
 
-def decode_bytes(s: str) -> "torch.Tensor":
-    import torch
-
+def decode_bytes(s: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
 
 
-def _model_dict(model: "nn.Module") -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(model.config)
-
-
-def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """optimizer.state_dict() -> (flat tensors "state.<param>.<key>", JSON metadata for everything else)."""
-    import torch
-
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
     for pid, per_param in sd["state"].items():
@@ -221,7 +213,7 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, "torch.Tensor"], d
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, "torch.Tensor"], meta: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         _, pid, key = name.split(".", 2)

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import ConfigError, CorpusError
 from .paths import cache_dir
 
+# torch is imported only where batches are made: encoding a corpus (the Data tab) must not load it.
 if TYPE_CHECKING:
     import torch
 

@@ -20,32 +20,22 @@ in int8. What stays fp32: LayerNorms, position embeddings, biases and the LSTM's
 (nn.LSTM runs a fused kernel that int8 weights would have to replace wholesale).
 
 An int8 checkpoint lives in RUN/ckpt/int8/ (model.safetensors with int8 tensors and fp32 scales,
-state.json naming its source checkpoint and holding the report), written by the checkpoint module's
-atomic writer and loaded with `engine.checkpoint.load_model(run_dir, "int8")`.
+state.json naming its source checkpoint and holding the report), written by `engine.int8.save_int8` and
+loaded with `engine.checkpoint.load_model(run_dir, "int8")`.
 """
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.nn import functional as F
 
-from . import checkpoint as ckpt
-from .config import RunConfig
-from .errors import CheckpointError
-
 INT8 = "int8"
-REPORT_EVAL_TOKENS = 1 << 15  # validation tokens per model in the report: a stable loss in seconds on a CPU
-FORMAT = "smallgpt-int8-v1"
-
-Progress = Callable[[float, str], None]
+FORMAT = "smallgpt-int8-v1"  # state.json "format" of an int8 checkpoint
 
 
 # --- the int8 matmul --------------------------------------------------------------------------------
@@ -228,76 +218,6 @@ def quantized_names(model: nn.Module) -> dict[str, list[str]]:
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
-
-
-# --- checkpoints ------------------------------------------------------------------------------------
-def load_int8(run_dir: Path, cfg: RunConfig, device: str = "cpu") -> nn.Module:
-    """The run's int8 model (eval mode), built from its config and RUN/ckpt/int8/ (no pickle)."""
-    from .models import build_model
-
-    path = ckpt.checkpoint_dir(Path(run_dir), INT8)
-    if path is None:
-        raise CheckpointError(f"Run {run_dir} has no int8 checkpoint yet: run `smallgpt quantize {Path(run_dir).name}` first.")
-    state = ckpt.read_state(path)
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"Checkpoint {path} is not a {FORMAT} checkpoint: run `smallgpt quantize` again.")
-    ckpt.check_model_config(state.get("model_config", {}), asdict(cfg.model), Path(run_dir))
-    model = quantize_model(build_model(cfg.model))
-    ckpt.load_weights(model, path / ckpt.MODEL_FILE, device)
-    return model.to(device).eval()
-
-
-def save_int8(run_dir: Path, which: str = "best", eval_tokens: int = REPORT_EVAL_TOKENS,
-              progress: Progress | None = None, decode_tokens: int = 64, repeats: int = 3) -> dict[str, Any]:
-    """Quantize the run's `which` checkpoint, write RUN/ckpt/int8/ atomically and return the report:
-    fp32_bytes, int8_bytes, size_ratio, fp32/int8 val loss and perplexity, prefill and decode tokens/s
-    of each (see measure_speed for decode_tokens and repeats), and whether the int8 matmul ran on
-    `_int_mm`."""
-    from .trainer import evaluate_model
-
-    def tell(frac: float, label: str) -> None:
-        if progress is not None:
-            progress(frac, label)
-
-    run_dir = Path(run_dir)
-    tell(0.0, "loading")
-    model, cfg, tokenizer = ckpt.load_model(run_dir, which)
-    source = ckpt.checkpoint_dir(run_dir, which) or ckpt.checkpoint_dir(run_dir, "latest")
-    source_state = ckpt.read_state(source)
-    tell(0.05, "quantizing")
-    qmodel = quantize_model(copy.deepcopy(model))
-
-    report: dict[str, Any] = {"source": str(source)}
-    models = {"fp32": model, INT8: qmodel}
-    for frac, (name, m) in zip((0.1, 0.3), models.items()):
-        tell(frac, f"evaluating {name}")
-        ev = evaluate_model(m, cfg, tokenizer, max_tokens=eval_tokens)
-        report[f"{name}_val_loss"] = ev["val_loss"]
-        report[f"{name}_perplexity"] = ev["perplexity"]
-    # Timing rounds alternate between the two models, so a burst of load from other processes on a shared
-    # machine slows both rather than skewing the ratio; each keeps its best round.
-    for r in range(repeats):
-        for name, m in models.items():
-            tell(0.5 + 0.4 * r / repeats, f"timing {name}")
-            for key, value in measure_speed(m, decode_tokens=decode_tokens, repeats=1).items():
-                report[f"{name}_{key}"] = max(report.get(f"{name}_{key}", 0.0), value)
-    report["eval_tokens"] = ev["tokens"]
-    report["perplexity_delta"] = report["int8_perplexity"] / report["fp32_perplexity"] - 1.0
-    report["int_mm"] = any(int_mm_min_rows(torch.device("cpu"), m.in_features, m.out_features) is not None
-                           for m in qmodel.modules() if isinstance(m, QuantLinear))
-
-    tell(0.95, "writing")
-    names = quantized_names(qmodel)
-    state = {"step": source_state["step"], "format": FORMAT, "source": which, "source_path": str(source),
-             "model_config": asdict(cfg.model), "quantized": names[INT8], "kept_fp32": names["fp32"],
-             "report": report}
-    path = ckpt.save_checkpoint(run_dir, INT8, qmodel, None, state)
-    report["fp32_bytes"] = (source / ckpt.MODEL_FILE).stat().st_size
-    report["int8_bytes"] = (path / ckpt.MODEL_FILE).stat().st_size
-    report["size_ratio"] = report["int8_bytes"] / report["fp32_bytes"]
-    report["path"] = str(path)
-    tell(1.0, "done")
-    return report
 
 
 # --- speed ------------------------------------------------------------------------------------------

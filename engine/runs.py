@@ -1,4 +1,4 @@
-"""Run directories: create, resolve, list, launch detached, stop, tail.
+"""Runs: name, create, lock, launch detached, stop, list, tail (the files of one: engine.rundir).
 
 "Running" means a process holds the exclusive flock on RUN/run.lock (the trainer takes it for its whole
 life), never "a pid file exists": a killed trainer leaves a stale pid file but the kernel drops its lock.
@@ -7,9 +7,7 @@ This module imports no torch so listing runs stays cheap for the TUI and the CLI
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
-import math
 import os
 import re
 import signal
@@ -19,22 +17,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .config import RunConfig
+from .corpora import load_corpus
 from .errors import RunError
-from .events import EventReader, read_events
+from .events import EventReader, RunState, read_events
 from .paths import PACKAGE_ROOT, checkpoints_dir, home
-
-if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
-
-CONFIG_FILE = "config.toml"
-TOKENIZER_FILE = "tokenizer.json"
-LOCK_FILE = "run.lock"
-PID_FILE = "pid"
-LOG_FILE = "train.log"
-STATUSES = ("running", "finished", "failed", "stopped", "new")
+from .rundir import RunDir
+from .tokenizer import Tokenizer, train_tokenizer
 
 # A bare run name is one path component of safe characters: it can never point outside checkpoints/.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
@@ -77,9 +68,9 @@ def resolve_run(name_or_path: str | Path) -> Path:
     s = str(name_or_path)
     looks_like_path = isinstance(name_or_path, Path) or os.sep in s or s.startswith("~")
     path = Path(s).expanduser() if looks_like_path else run_path(s)
-    if not (path / CONFIG_FILE).is_file():
+    if not RunDir(path).is_run():
         where = "" if looks_like_path else f" in {checkpoints_dir()}"
-        raise RunError(f"No run '{s}'{where} (no {CONFIG_FILE}): see `smallgpt runs list` for the runs there are.")
+        raise RunError(f"No run '{s}'{where} (no {RunDir(path).config.name}): see `smallgpt runs list` for the runs there are.")
     return path
 
 
@@ -97,28 +88,26 @@ def create_run(cfg: RunConfig, name: str | None = None, run_dir: Path | None = N
     """
     cfg.validate()
     path = Path(run_dir) if run_dir is not None else run_path(name or default_run_name(cfg))
-    if (path / CONFIG_FILE).exists():
+    if RunDir(path).config.exists():
         raise RunError(f"Run directory {path} already holds a run: resume it with --resume or choose another name.")
     path.mkdir(parents=True, exist_ok=True)
-    cfg.save(path / CONFIG_FILE)  # first, so a half-made run (tokenizer failed) still lists as "new"
+    cfg.save(RunDir(path).config)  # first, so a half-made run (tokenizer failed) still lists as "new"
     install_tokenizer(path, cfg, progress)
     return path
 
 
 def install_tokenizer(run_dir: Path, cfg: RunConfig, progress: Callable[[float, str], None] | None = None
-                      ) -> "Tokenizer":
+                      ) -> Tokenizer:
     """Put the run's tokenizer at RUN/tokenizer.json and its vocab size into RUN/config.toml."""
-    from .corpora import load_corpus
-    from .tokenizer import Tokenizer, train_tokenizer
-
     if cfg.data.tokenizer:
         tokenizer = Tokenizer.load(Path(cfg.data.tokenizer).expanduser())
     else:
         corpus = load_corpus(cfg.data.corpus, progress=progress)
         tokenizer = train_tokenizer(corpus, cfg.data.tokenizer_kind, cfg.data.vocab_size or None, progress=progress)
-    tokenizer.save(Path(run_dir) / TOKENIZER_FILE)
+    rd = RunDir(run_dir)
+    tokenizer.save(rd.tokenizer)
     cfg.model.vocab_size = tokenizer.vocab_size
-    cfg.save(Path(run_dir) / CONFIG_FILE)
+    cfg.save(rd.config)
     return tokenizer
 
 
@@ -127,28 +116,27 @@ def install_tokenizer(run_dir: Path, cfg: RunConfig, progress: Callable[[float, 
 @contextmanager
 def hold_lock(run_dir: Path) -> Iterator[None]:
     """Hold RUN/run.lock exclusively (and RUN/pid) for the block; RunError if another process has it."""
-    run_dir = Path(run_dir)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    rd = RunDir(run_dir)
+    fd = os.open(rd.lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"Run {run_dir} is already being trained by another process: "
+            raise RunError(f"Run {rd.path} is already being trained by another process: "
                            f"stop it first (`smallgpt runs stop`) or wait for it to finish.") from None
-        (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        rd.pid.write_text(f"{os.getpid()}\n")
         try:
             yield
         finally:
-            (run_dir / PID_FILE).unlink(missing_ok=True)
+            rd.pid.unlink(missing_ok=True)
     finally:
         os.close(fd)  # closing drops the flock
 
 
 def is_running(run_dir: Path) -> bool:
     """True while some process holds the run's lock."""
-    path = Path(run_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(RunDir(run_dir).lock, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
@@ -162,78 +150,12 @@ def is_running(run_dir: Path) -> bool:
 
 def read_pid(run_dir: Path) -> int | None:
     try:
-        return int((Path(run_dir) / PID_FILE).read_text().strip())
+        return int(RunDir(run_dir).pid.read_text().strip())
     except (OSError, ValueError):
         return None
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-def training_process_settings() -> None:
-    """Call before torch is imported in a training process.
-
-    Idle OpenMP threads spin for ~20 us (GOMP_SPINCOUNT=2000) before they sleep. The gaps between a
-    training step's ops are shorter than that, so the second thread is rarely woken from sleep: `tiny`
-    stepped in 65-86 ms against 87-117 ms with threads that sleep at once (OMP_WAIT_POLICY=PASSIVE). Longer
-    spins cost 2-8x with a busy process on the other core, 2000 about 25%; under such a neighbour the
-    trainer drops to the cores it leaves free (`FreeCores`). A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT
-    wins.
-
-    glibc's malloc keeps freed blocks of up to 32 MB for reuse instead of unmapping them (its default
-    threshold adapts upwards only after such frees, and trimming returns the heap top to the system), so
-    each step's activations are not page-faulted in afresh: a `tiny` step 94-116 ms against 99-140 ms,
-    a `medium` one 1.29-1.53 s against 1.57-1.67 s; peak RSS within 2% (docs/PERFORMANCE.md). Nothing
-    happens where the C library has no mallopt (macOS, musl). Here too a user's setting wins.
-    """
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = "2000"
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 1 << 30)
-
-
-class FreeCores:
-    """How many threads a training process can use without crowding other processes: the cores it may
-    run on, less the cores everything else used since the last look (Linux /proc/stat), capped at the
-    thread count it started with. With a process keeping one of 2 cores busy, `tiny` stepped in 89-103 ms
-    on one thread against 98-128 ms on two sleeping threads and 132-176 ms on two spinning ones, and the
-    neighbour kept its core (docs/PERFORMANCE.md)."""
-
-    def __init__(self, threads: int):
-        self.max_threads = threads
-        self.others = 0.0  # cores the rest of the machine used over the last look
-        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self._last = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        """(wall s, CPU s the machine's processes used, CPU s this process used); None without /proc/stat."""
-        try:
-            with open("/proc/stat") as f:
-                user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
-        except (OSError, ValueError):
-            return None
-        ours = os.times()
-        return (time.monotonic(), (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"),
-                ours.user + ours.system)
-
-    def threads(self) -> int | None:
-        """The thread count for what comes next; None when it cannot tell yet (under a second since the
-        last look) or at all (no /proc/stat)."""
-        now = self._sample()
-        if now is None or self._last is None or now[0] - self._last[0] < 1.0:
-            return None
-        (wall0, busy0, ours0), (wall1, busy1, ours1) = self._last, now
-        self._last = now
-        self.others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / (wall1 - wall0)
-        return max(1, min(self.max_threads, math.floor(self.cores - self.others + 0.5)))
-
 
 def launch(run_dir: Path, resume: bool = False, wait: float = 0.0) -> int:
     """Start `python -m engine train --run-dir R` detached (own session, no terminal); return its pid.
@@ -250,13 +172,14 @@ def launch(run_dir: Path, resume: bool = False, wait: float = 0.0) -> int:
     env = dict(os.environ)
     env["SMALLGPT_HOME"] = str(home().resolve())  # the child resolves corpora/ and caches where we do
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    with open(run_dir / LOG_FILE, "ab") as log:
+    log_path = RunDir(run_dir).log
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=str(home().resolve()), env=env, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + wait
     while wait > 0 and not is_running(run_dir) and time.monotonic() < deadline:
         if proc.poll() is not None:
-            lines = (run_dir / LOG_FILE).read_text(errors="replace").strip().splitlines()
+            lines = log_path.read_text(errors="replace").strip().splitlines()
             last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
             raise RunError(f"The training process of {run_dir.name} stopped at once: {last}")
         time.sleep(0.05)
@@ -289,36 +212,17 @@ def wait_stopped(run_dir: Path, timeout: float = 60.0, interval: float = 0.1) ->
 # --- listing and tailing --------------------------------------------------------------------------
 
 def run_info(run_dir: Path) -> RunInfo:
-    run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     try:
-        cfg = RunConfig.load(run_dir / CONFIG_FILE)
+        cfg = RunConfig.load(rd.config)
         kind, max_steps = cfg.model.kind, cfg.train.max_steps
     except Exception:  # a hand-broken config.toml must not break the whole listing
         kind, max_steps = "?", 0
-    events = read_events(run_dir)
-    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
-    last_run = events[starts[-1]:] if starts else []
-    step = max((int(e.get("step") or 0) for e in events), default=0)
-    vals = [e["val_loss"] for e in events if e["event"] == "eval" and isinstance(e.get("val_loss"), (int, float))]
-    params = next((e.get("params") for e in reversed(events) if e["event"] == "start"), None)
-    if isinstance(params, dict):
-        params = params.get("total")
-    errors = [e for e in last_run if e["event"] == "error"]
-    done = [e for e in last_run if e["event"] == "done"]
-    if is_running(run_dir):
-        status = "running"
-    elif errors:
-        status = "failed"
-    elif done and done[-1].get("reason") == "max_steps":
-        status = "finished"
-    elif starts:
-        status = "stopped"  # done: stopped, or killed without a word (stale pid, lock free)
-    else:
-        status = "new"
-    return RunInfo(name=run_dir.name, path=run_dir, status=status, step=step, max_steps=max_steps,
-                   best_val_loss=min(vals) if vals else None, params=params, model_kind=kind,
-                   started=events[starts[0]].get("wall") if starts else None,
-                   error=str(errors[-1].get("message", "")) if errors else "")
+    state = RunState()
+    state.feed(read_events(rd.path))
+    return RunInfo(name=rd.name, path=rd.path, status=state.status(is_running(rd.path)), step=state.step,
+                   max_steps=max_steps, best_val_loss=state.best_val_loss, params=state.params, model_kind=kind,
+                   started=state.started, error=state.error if state.started is not None else "")
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
@@ -326,8 +230,8 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
     root = Path(root) if root is not None else checkpoints_dir()
     if not root.is_dir():
         return []
-    infos = [run_info(p) for p in root.iterdir() if (p / CONFIG_FILE).is_file()]
-    return sorted(infos, key=lambda r: (r.started or (r.path / CONFIG_FILE).stat().st_mtime), reverse=True)
+    infos = [run_info(p) for p in root.iterdir() if RunDir(p).is_run()]
+    return sorted(infos, key=lambda r: (r.started or RunDir(r.path).config.stat().st_mtime), reverse=True)
 
 
 def tail(run_dir: Path, follow: bool = False, interval: float = 0.5) -> Iterator[dict[str, Any]]:

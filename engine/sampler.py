@@ -5,10 +5,7 @@ costs one `step` (GPT: KV cache; LSTM: carried (h, c)). When a GPT's cache would
 window slides: a fresh state is prefilled with the last block_size // 2 tokens of the context.
 
 On a CPU a one-token step runs on one thread; prefills keep torch's threads. A step's ops are too small
-for a second thread to pay for waking it: on 2 cores `medium` decoded as fast on one thread as on two
-spinning ones (OpenMP's default), and 1.3x (`medium`), 2x (`medium` int8) and 2-3x (`tiny`) faster than
-on two sleeping ones (OMP_WAIT_POLICY=PASSIVE); the other core stays free for the TUI or a training run
-(docs/PERFORMANCE.md).
+for a second thread to pay for waking it, and the other cores stay free for the TUI or a training run.
 
 Text pieces are decoded incrementally, as text-generation servers do: the ids from one token before the
 last fully emitted point are decoded and the new suffix emitted (so a token costs the same at 10,000 as at
@@ -20,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -28,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
+from .process import torch_threads
 
 
 class TokenizerLike(Protocol):
@@ -68,18 +65,6 @@ class SamplingConfig:
             raise ConfigError(f"stop must be a list of non-empty strings (got {self.stop!r}).")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be a whole number (got {self.seed!r}).")
-
-
-@contextmanager
-def torch_threads(n: int | None = None) -> Iterator[None]:
-    """Inside: torch's thread count set to n (unchanged when None). On exit: back to what it was."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

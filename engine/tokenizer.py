@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from .errors import TokenizerError
 
+# HF `tokenizers` is imported where a tokenizer is built or read, so listing runs never loads it.
 if TYPE_CHECKING:
     import tokenizers
 

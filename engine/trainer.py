@@ -23,13 +23,21 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import RunConfig
+from .corpora import load_corpus
+from .dataset import TokenDataset, prepare_dataset
 from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
-from .runs import CONFIG_FILE, LOG_FILE, TOKENIZER_FILE, FreeCores, hold_lock, install_tokenizer
-from .sampler import SamplingConfig, generate_text, torch_threads
+from .inspection import heads_event
+from .models import build_model, count_params
+from .process import FreeCores, pick_device, pick_dtype, torch_threads
+from .rundir import RunDir
+from .runs import hold_lock, install_tokenizer
+from .sampler import SamplingConfig, generate_text
+from .tokenizer import Tokenizer
 
 log = logging.getLogger("engine.trainer")
 
@@ -60,15 +68,15 @@ def train(run_dir: Path, resume: bool = False, on_event: EventCallback | None = 
 
     Only rank 0 holds the run lock and writes events, train.log and checkpoints; other ranks train.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): create it with `smallgpt train`.")
-    RunConfig.load(run_dir / CONFIG_FILE).validate()  # a broken config fails at once, before the lock and events
+    rd = RunDir(run_dir)
+    if not rd.is_run():
+        raise RunError(f"{rd.path} is not a run directory (no {rd.config.name}): create it with `smallgpt train`.")
+    RunConfig.load(rd.config).validate()  # a broken config fails at once, before the lock and events
     dist = Dist.from_env()
     if not dist.main:
-        return _Trainer(run_dir, resume, None, dist).run()
-    with hold_lock(run_dir), _file_log(run_dir / LOG_FILE):
-        return _Trainer(run_dir, resume, on_event, dist).run()
+        return _Trainer(rd, resume, None, dist).run()
+    with hold_lock(rd.path), _file_log(rd.log):
+        return _Trainer(rd, resume, on_event, dist).run()
 
 
 def lr_at(step: int, cfg_lr: float, min_lr: float, warmup: int, max_steps: int) -> float:
@@ -79,45 +87,6 @@ def lr_at(step: int, cfg_lr: float, min_lr: float, warmup: int, max_steps: int) 
         return min_lr
     progress = (step - warmup) / max(1, max_steps - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg_lr - min_lr)
-
-
-def pick_device(requested: str) -> str:
-    if requested != "auto":
-        if requested == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device is cuda but no CUDA GPU is available: use --device auto or cpu.")
-        if requested == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError("train.device is mps but MPS is not available here: use --device auto or cpu.")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 math on this CPU (AVX512-BF16 or AMX): where bf16 autocast pays off."""
-    if "AMX" in torch.backends.cpu.get_cpu_capability():
-        return True
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split()
-                    return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        pass
-    return False
-
-
-def pick_dtype(requested: str, device: str) -> str:
-    if requested == "fp32":
-        return "fp32"
-    supported = (device == "cuda" and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_has_bf16())
-    if requested == "bf16" and not supported and device != "cpu":
-        raise ConfigError(f"bf16 is not supported on {device} here: use --dtype auto or fp32.")
-    # An explicit bf16 on a CPU without native bf16 still works (emulated), just slower: honour it.
-    return "bf16" if supported or requested == "bf16" else "fp32"
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim.Optimizer:
@@ -158,8 +127,11 @@ class _Stop:
 
 
 class _Trainer:
-    def __init__(self, run_dir: Path, resume: bool, on_event: EventCallback | None, dist: Dist):
-        self.run_dir = run_dir
+    """One training session of a run: set-up (`_setup`), then the loop (`_loop`) with its evals, samples
+    and checkpoints."""
+
+    def __init__(self, rd: RunDir, resume: bool, on_event: EventCallback | None, dist: Dist):
+        self.rd = rd
         self.resume = resume
         self.on_event = on_event
         self.dist = dist
@@ -176,7 +148,8 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         try:
-            return self._run()
+            state = self._setup()
+            return self._loop(state)
         except Exception as e:
             log.exception("training failed at step %d", self.step)
             message = str(e) if isinstance(e, SmallGPTError) else f"{type(e).__name__}: {e}"
@@ -189,14 +162,11 @@ class _Trainer:
                 torch.distributed.destroy_process_group()
 
     # --- set-up -----------------------------------------------------------------------------------
-    def _run(self) -> dict[str, Any]:
-        from .corpora import load_corpus
-        from .dataset import TokenDataset, prepare_dataset
-        from .models import build_model, count_params
-        from .tokenizer import Tokenizer
-
-        run_dir, dist = self.run_dir, self.dist
-        cfg = RunConfig.load(run_dir / CONFIG_FILE).validate()
+    def _setup(self) -> dict[str, Any] | None:
+        """Everything before the first step; returns the resumed checkpoint's state.json (None: fresh)."""
+        rd, dist = self.rd, self.dist
+        run_dir = rd.path
+        self.cfg = cfg = RunConfig.load(rd.config).validate()
         latest = ckpt.checkpoint_dir(run_dir, "latest")
         if latest is not None and not self.resume:
             step = ckpt.read_state(latest)["step"]
@@ -213,31 +183,31 @@ class _Trainer:
 
         if dist.world_size > 1 and not dist.main:
             torch.distributed.barrier()  # rank 0 installs the tokenizer and encodes the dataset first
-        tok_path = run_dir / TOKENIZER_FILE
-        if tok_path.is_file():
-            tokenizer = Tokenizer.load(tok_path)
+        if rd.tokenizer.is_file():
+            tokenizer = Tokenizer.load(rd.tokenizer)
         elif dist.main and state is None:
             tokenizer = install_tokenizer(run_dir, cfg)
         else:
-            raise RunError(f"Run {run_dir} has no {TOKENIZER_FILE}: copy the tokenizer it was trained with there.")
+            raise RunError(f"Run {run_dir} has no {rd.tokenizer.name}: copy the tokenizer it was trained with there.")
         if cfg.model.vocab_size == 0:
             cfg.model.vocab_size = tokenizer.vocab_size
         if tokenizer.vocab_size != cfg.model.vocab_size:
             raise CheckpointError(
-                f"The tokenizer {tok_path} has {tokenizer.vocab_size} tokens but the run's model has "
+                f"The tokenizer {rd.tokenizer} has {tokenizer.vocab_size} tokens but the run's model has "
                 f"{cfg.model.vocab_size}: restore the tokenizer.json the run was created with.")
+        self.tokenizer = tokenizer
         if dist.main:
             if state is None:  # a fresh start: the events of earlier attempts describe nothing kept
-                (run_dir / "events.jsonl").unlink(missing_ok=True)
+                rd.events.unlink(missing_ok=True)
             self.writer = EventWriter(run_dir, time_offset=self._time_offset(state))
 
         corpus = load_corpus(cfg.data.corpus)
         data_dir = prepare_dataset(corpus, tokenizer, val_ratio=cfg.data.val_ratio)
         if dist.world_size > 1 and dist.main:
             torch.distributed.barrier()
-        train_ds, val_ds = TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
+        self.train_ds, val_ds = TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
         block = cfg.model.block_size
-        for split, ds in (("validation", val_ds), ("training", train_ds)):
+        for split, ds in (("validation", val_ds), ("training", self.train_ds)):
             if len(ds) < block + 1:
                 raise ConfigError(f"block_size {block} needs at least {block + 1} tokens but the {split} split has "
                                   f"{len(ds)}: use a smaller --block-size or a bigger corpus.")
@@ -246,85 +216,67 @@ class _Trainer:
         if device == "cuda" and dist.world_size > 1:
             device = f"cuda:{dist.local_rank}"
             torch.cuda.set_device(device)
-        dev_type = device.split(":")[0]
-        dtype = pick_dtype(cfg.train.dtype, dev_type)
-        if dev_type == "cuda":
+        self.device, self.dev_type = device, device.split(":")[0]
+        self.dtype = pick_dtype(cfg.train.dtype, self.dev_type)
+        if self.dev_type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model).to(device)
-        optimizer = make_optimizer(model, cfg, dev_type)
+        self.model = build_model(cfg.model).to(device)
+        self.optimizer = make_optimizer(self.model, cfg, self.dev_type)
         # Each rank draws its own batches: seeds differ by rank, like a DistributedSampler's shards.
-        gen = torch.Generator().manual_seed(cfg.train.seed + 7919 * dist.rank)
-        best_val = math.inf
+        self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919 * dist.rank)
+        self.best_val = math.inf
         if state is not None:
-            ckpt.load_training_state(run_dir, model, optimizer, device)
+            ckpt.load_training_state(run_dir, self.model, self.optimizer, device)
             self.step = int(state["step"])
-            best_val = float(state.get("best_val_loss") or math.inf)
+            self.best_val = float(state.get("best_val_loss") or math.inf)
             torch.set_rng_state(ckpt.decode_bytes(state["rng"]))
-            if dev_type == "cuda" and state.get("cuda_rng"):
+            if self.dev_type == "cuda" and state.get("cuda_rng"):
                 torch.cuda.set_rng_state(ckpt.decode_bytes(state["cuda_rng"]))
             gens = state.get("data_rng") or []
             if len(gens) == dist.world_size:
-                gen.set_state(ckpt.decode_bytes(gens[dist.rank]))
+                self.gen.set_state(ckpt.decode_bytes(gens[dist.rank]))
             else:  # a different world size: the data order cannot be exact, but stays seeded
-                gen.manual_seed(cfg.train.seed + 7919 * dist.rank + 104729 * self.step)
+                self.gen.manual_seed(cfg.train.seed + 7919 * dist.rank + 104729 * self.step)
                 log.warning("world size changed on resume; data order reseeded")
 
-        params = count_params(model)
-        self.emit("start", config=cfg.to_dict(), params=params, device=device, dtype=dtype,
+        t = cfg.train
+        self.params = count_params(self.model)
+        self.tokens_per_step = t.batch_size * block * t.grad_accum * dist.world_size
+        self.tokens_seen = int(state.get("tokens_seen", 0)) if state else 0
+        self.last_eval: dict[str, float] = {}
+        self.train_time = 0.0
+        self.trained_steps = 0
+        self.emit("start", config=cfg.to_dict(), params=self.params, device=device, dtype=self.dtype,
                   resumed_from=self.step if state is not None else None, world_size=dist.world_size,
-                  tokens_per_step=cfg.train.batch_size * block * cfg.train.grad_accum * dist.world_size)
-        log.info("start: step %d/%d, %s params, %s %s%s", self.step, cfg.train.max_steps, params, device, dtype,
+                  tokens_per_step=self.tokens_per_step)
+        log.info("start: step %d/%d, %s params, %s %s%s", self.step, t.max_steps, self.params, device, self.dtype,
                  " (resumed)" if state is not None else "")
-        return _Loop(self, cfg, model, optimizer, tokenizer, train_ds, val_ds, gen, device, dtype, params,
-                     best_val, state).run()
+        self.net = self._wrap(self.model)
+        eval_gen = torch.Generator().manual_seed(EVAL_SEED)
+        # Pre-drawn: every eval sees exactly the same windows, so successive evals are comparable.
+        self.eval_sets = {split: [ds.get_batch(t.batch_size, block, eval_gen) for _ in range(t.eval_batches)]
+                          for split, ds in (("val", val_ds), ("train", self.train_ds))}
+        return state
 
     def _time_offset(self, state: dict[str, Any] | None) -> float:
         """Seconds the run had already run: `time` keeps counting across resumes."""
         if state is None:
             return 0.0
-        events = read_events(self.run_dir)
+        events = read_events(self.rd.path)
         return max([float(state.get("time", 0.0))] + [float(e.get("time") or 0.0) for e in events[-1:]])
 
     def _init_distributed(self, cfg: RunConfig) -> None:
-        import torch.distributed as tdist
-
-        if not tdist.is_initialized():
+        if not torch.distributed.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.train.device in ("auto", "cuda") else "gloo"
-            tdist.init_process_group(backend=backend)
-
-
-class _Loop:
-    """One training session: state that lives for the loop, and the loop itself."""
-
-    def __init__(self, owner: _Trainer, cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 tokenizer: Any, train_ds: Any, val_ds: Any, gen: torch.Generator, device: str, dtype: str,
-                 params: dict[str, int], best_val: float, state: dict[str, Any] | None):
-        self.o, self.cfg, self.model, self.optimizer = owner, cfg, model, optimizer
-        self.tokenizer, self.train_ds, self.val_ds, self.gen = tokenizer, train_ds, val_ds, gen
-        self.device, self.dtype, self.params, self.best_val = device, dtype, params, best_val
-        self.dev_type = device.split(":")[0]
-        t = cfg.train
-        self.tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum * owner.dist.world_size
-        self.tokens_seen = int(state.get("tokens_seen", 0)) if state else 0
-        self.last_eval: dict[str, float] = {}
-        self.train_time = 0.0
-        self.trained_steps = 0
-        self.net = self._wrap(model)
-        eval_gen = torch.Generator().manual_seed(EVAL_SEED)
-        # Pre-drawn: every eval sees exactly the same windows, so successive evals are comparable.
-        self.eval_sets = {split: [ds.get_batch(t.batch_size, cfg.model.block_size, eval_gen)
-                                  for _ in range(t.eval_batches)]
-                          for split, ds in (("val", val_ds), ("train", train_ds))}
+            torch.distributed.init_process_group(backend=backend)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         net = model
-        if self.o.dist.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[self.o.dist.local_rank] if self.dev_type == "cuda" else None)
+        if self.dist.world_size > 1:
+            net = DistributedDataParallel(model, device_ids=[self.dist.local_rank] if self.dev_type == "cuda" else None)
         if self.cfg.train.compile:
             net = torch.compile(net)
         return net
@@ -335,9 +287,9 @@ class _Loop:
         return nullcontext()
 
     # --- the loop ---------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        o, t = self.o, self.cfg.train
-        ddp = o.dist.world_size > 1
+    def _loop(self, state: dict[str, Any] | None) -> dict[str, Any]:
+        t = self.cfg.train
+        ddp = self.dist.world_size > 1
         reason = "max_steps"
         loss_sum = torch.zeros((), device=self.device)
         n_loss = 0
@@ -346,8 +298,8 @@ class _Loop:
         self.model.train()
         # torch_threads(): the thread count FreeCores changes is restored after (train() may run in-process).
         with _Stop() as stop, torch_threads():
-            while o.step < t.max_steps:
-                lr = lr_at(o.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
+            while self.step < t.max_steps:
+                lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 for micro in range(t.grad_accum):
@@ -365,17 +317,17 @@ class _Loop:
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                o.step += 1
+                self.step += 1
                 self.tokens_seen += self.tokens_per_step
                 window_steps += 1
 
                 stopping = self._stop_agreed(stop.requested) if ddp else stop.requested
-                at_log = o.step % t.log_interval == 0 or o.step == t.max_steps or stopping
-                at_eval = o.step % t.eval_interval == 0 or o.step == t.max_steps
+                at_log = self.step % t.log_interval == 0 or self.step == t.max_steps or stopping
+                at_eval = self.step % t.eval_interval == 0 or self.step == t.max_steps
                 if at_log and n_loss:
                     if ddp:  # log the mean over ranks; a NaN on any rank stops every rank at the same step
                         torch.distributed.all_reduce(loss_sum)
-                        loss_sum /= o.dist.world_size
+                        loss_sum /= self.dist.world_size
                     loss = loss_sum.item() / n_loss  # the one sync per log interval
                     loss_sum.zero_()
                     n_loss = 0
@@ -384,9 +336,9 @@ class _Loop:
                     self.trained_steps += window_steps
                     self._check_finite(loss)
                     tps = window_steps * self.tokens_per_step / max(elapsed, 1e-9)
-                    eta = (t.max_steps - o.step) * elapsed / window_steps
-                    o.emit("step", loss=loss, lr=lr, tokens_per_s=round(tps, 1), tokens_seen=self.tokens_seen,
-                           eta_s=round(eta, 1))
+                    eta = (t.max_steps - self.step) * elapsed / window_steps
+                    self.emit("step", loss=loss, lr=lr, tokens_per_s=round(tps, 1), tokens_seen=self.tokens_seen,
+                              eta_s=round(eta, 1))
                     self._fit_threads(free_cores)
                     window_t0, window_steps = time.perf_counter(), 0
                 if at_eval:
@@ -398,14 +350,13 @@ class _Loop:
                     if not at_eval:  # an eval just saved latest at this very step
                         self._checkpoint(best=False)
                     break
-        o.emit("done", reason=reason, tokens_seen=self.tokens_seen)
-        log.info("done (%s) at step %d", reason, o.step)
+        self.emit("done", reason=reason, tokens_seen=self.tokens_seen)
+        log.info("done (%s) at step %d", reason, self.step)
         return self.summary(reason)
 
     @staticmethod
     def _fit_threads(free_cores: FreeCores | None) -> None:
-        """On a CPU shared with busy processes, train on the cores they leave free: threads that wait at
-        every op for one that lost its core make each step slower than fewer threads would."""
+        """On a CPU shared with busy processes, train on the cores they leave free (FreeCores)."""
         if free_cores is None:
             return
         threads = free_cores.threads()
@@ -422,7 +373,7 @@ class _Loop:
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
-            raise RunError(f"The training loss became {loss} at step {self.o.step}: lower --lr or raise "
+            raise RunError(f"The training loss became {loss} at step {self.step}: lower --lr or raise "
                            f"--warmup-steps and resume; the last good checkpoint is kept.")
 
     # --- evaluation, samples, checkpoints -----------------------------------------------------------
@@ -436,8 +387,7 @@ class _Loop:
         return total.item() / len(batches)
 
     def _evaluate(self) -> None:
-        o = self.o
-        if not o.dist.main:
+        if not self.dist.main:
             self._checkpoint(best=False)  # only to take part in gathering every rank's data position
             return
         # Evals and samples use their own RNG streams, so training continues exactly as without them.
@@ -447,13 +397,14 @@ class _Loop:
             train_loss = self.loss_on(self.eval_sets["train"])
             self._check_finite(val_loss)
             self.last_eval = {"train_loss": train_loss, "val_loss": val_loss}
-            o.emit("eval", train_loss=train_loss, val_loss=val_loss,
-                   val_perplexity=sanitize(math.exp(min(val_loss, 700.0))))
+            self.emit("eval", train_loss=train_loss, val_loss=val_loss,
+                      val_perplexity=sanitize(math.exp(min(val_loss, 700.0))))
             if self.cfg.train.sample_tokens:
-                o.emit("sample", text=self._sample())
-            heads = heads_event_fields(self.model, self.cfg, self.eval_sets["val"][0][0][:1])
+                self.emit("sample", text=self._sample())
+            # Per layer and head metrics of the GPT on a fixed probe (one validation window); None for an LSTM.
+            heads = heads_event(self.model, self.eval_sets["val"][0][0][:1])
             if heads is not None:
-                o.emit("heads", **heads)
+                self.emit("heads", **heads)
             self.model.train()
         improved = val_loss < self.best_val
         if improved:
@@ -461,82 +412,39 @@ class _Loop:
         self._checkpoint(best=improved)
 
     def _sample(self) -> str:
-        scfg = SamplingConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, seed=SAMPLE_SEED)
+        scfg = SamplingConfig(max_new_tokens=self.cfg.train.sample_tokens, seed=SAMPLE_SEED)
         return generate_text(self.model, self.tokenizer, "\n", scfg)
 
     def _checkpoint(self, best: bool) -> None:
         """Write latest (and best). Under DDP every rank calls it: the gather is collective."""
-        o = self.o
         data_rng = [ckpt.encode_bytes(self.gen.get_state())]
-        if o.dist.world_size > 1:  # every rank's data position, so a resume is exact for all of them
-            gathered: list[Any] = [None] * o.dist.world_size
+        if self.dist.world_size > 1:  # every rank's data position, so a resume is exact for all of them
+            gathered: list[Any] = [None] * self.dist.world_size
             torch.distributed.all_gather_object(gathered, data_rng[0])
             data_rng = gathered
-        if not o.dist.main:
+        if not self.dist.main:
             return
         for which in ("latest", "best") if best else ("latest",):
             self._save(which, data_rng)
 
     def _save(self, which: str, data_rng: list[str]) -> None:
-        o = self.o
-        state = {"step": o.step, "tokens_seen": self.tokens_seen, "best_val_loss": sanitize(self.best_val),
-                 "time": o.writer.elapsed() if o.writer else 0.0, "rng": ckpt.encode_bytes(torch.get_rng_state()),
-                 "data_rng": data_rng, "model_config": asdict(self.cfg.model),
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "best_val_loss": sanitize(self.best_val),
+                 "time": self.writer.elapsed() if self.writer else 0.0,
+                 "rng": ckpt.encode_bytes(torch.get_rng_state()), "data_rng": data_rng,
+                 "model_config": asdict(self.cfg.model),
                  "cuda_rng": ckpt.encode_bytes(torch.cuda.get_rng_state()) if self.dev_type == "cuda" else None,
                  **self.last_eval}
-        path = ckpt.save_checkpoint(o.run_dir, which, self.model, self.optimizer, state)
-        o.emit("checkpoint", path=str(path), kind=which)
+        path = ckpt.save_checkpoint(self.rd.path, which, self.model, self.optimizer, state)
+        self.emit("checkpoint", path=str(path), kind=which)
 
     def summary(self, reason: str) -> dict[str, Any]:
-        return {"run_dir": str(self.o.run_dir), "steps": self.o.step, "reason": reason,
+        return {"run_dir": str(self.rd.path), "steps": self.step, "reason": reason,
                 "train_loss": self.last_eval.get("train_loss"), "val_loss": self.last_eval.get("val_loss"),
                 "best_val_loss": sanitize(self.best_val),
                 "tokens_per_s": round(self.trained_steps * self.tokens_per_step / self.train_time, 1)
                 if self.train_time else None,
                 "tokens_seen": self.tokens_seen, "params": self.params["total"], "device": self.device,
                 "dtype": self.dtype}
-
-
-EVAL_MAX_TOKENS = 1 << 18  # enough for a stable loss, a few seconds on a CPU for the small presets
-
-
-def evaluate_run(run_dir: Path, which: str = "best", max_tokens: int = EVAL_MAX_TOKENS,
-                 device: str = "cpu") -> dict[str, Any]:
-    """Validation loss and perplexity of a run's checkpoint ("latest", "best" or "int8")."""
-    model, cfg, tokenizer = ckpt.load_model(run_dir, which, device)
-    return evaluate_model(model, cfg, tokenizer, max_tokens, device)
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, cfg: RunConfig, tokenizer: Any, max_tokens: int = EVAL_MAX_TOKENS,
-                   device: str = "cpu") -> dict[str, Any]:
-    """Mean loss over consecutive windows of the validation split (up to max_tokens predicted tokens),
-    in fp32 so fp32 and int8 models compare like for like: {"val_loss", "perplexity", "tokens"}."""
-    from .corpora import load_corpus
-    from .dataset import TokenDataset, prepare_dataset
-
-    val = TokenDataset(prepare_dataset(load_corpus(cfg.data.corpus), tokenizer, val_ratio=cfg.data.val_ratio), "val")
-    if len(val) < 2:
-        raise ConfigError(f"The validation split of {cfg.data.corpus} has {len(val)} tokens: use a bigger corpus.")
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in val.iter_windows(cfg.model.block_size, cfg.train.batch_size):
-        _, loss = model(x.to(device), y.to(device))
-        n = int((y != -1).sum())
-        total += loss.item() * n
-        count += n
-        if count >= max_tokens:
-            break
-    val_loss = total / count
-    return {"val_loss": val_loss, "perplexity": sanitize(math.exp(min(val_loss, 700.0))), "tokens": count}
-
-
-def heads_event_fields(model: nn.Module, cfg: RunConfig, probe: torch.Tensor) -> dict[str, Any] | None:
-    """The `heads` event at each eval: per layer and head metrics of the GPT on a fixed probe (a validation
-    window, plus the seeded repeated random sequence of the induction score). None for an LSTM."""
-    from .inspection import heads_event
-
-    return heads_event(model, probe)
 
 
 @contextmanager

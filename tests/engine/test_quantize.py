@@ -18,8 +18,8 @@ from engine.config import ModelConfig, apply_overrides, preset
 from engine.errors import CheckpointError, ConfigError
 from engine.models import build_model
 import engine.quantize as quantize
-from engine.quantize import (_INT_MM_ROWS, INT8, QuantEmbedding, QuantLinear, measure_speed, quantize_model,
-                             save_int8)
+from engine.int8 import save_int8
+from engine.quantize import _INT_MM_ROWS, INT8, QuantEmbedding, QuantLinear, measure_speed, quantize_model
 
 
 def rounding_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -152,7 +152,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_trained_model_keeps_its_logits_and_perplexity(trained_run, monkeypatch):
-    from engine.trainer import evaluate_model
+    from engine.evaluate import evaluate_model
 
     monkeypatch.setenv("SMALLGPT_HOME", str(trained_run.parent.parent))
     model, cfg, tokenizer = ckpt.load_model(trained_run, "best")

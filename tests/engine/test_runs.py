@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import runs
+from engine import process, runs
 from engine.config import RunConfig
 from engine.errors import RunError
 
@@ -133,7 +133,7 @@ def test_launch_reports_a_trainer_that_dies_at_once(home):
 
 
 def test_training_processes_spin_briefly_unless_the_user_chose_a_wait_policy():
-    code = "import os; from engine.runs import training_process_settings as s; s(); print(os.environ.get('GOMP_SPINCOUNT'))"
+    code = "import os; from engine.process import training_process_settings as s; s(); print(os.environ.get('GOMP_SPINCOUNT'))"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     spin = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert spin.stdout.strip() == "2000"
@@ -145,8 +145,8 @@ def test_training_processes_spin_briefly_unless_the_user_chose_a_wait_policy():
 def _free_cores(monkeypatch, cores: int, threads: int, samples: list[tuple[float, float, float]]):
     """A FreeCores on `cores` cores fed (wall s, machine CPU s, our CPU s) samples instead of /proc/stat."""
     feed = iter(samples)
-    monkeypatch.setattr(runs.FreeCores, "_sample", staticmethod(lambda: next(feed)))
-    free = runs.FreeCores(threads)
+    monkeypatch.setattr(process.FreeCores, "_sample", staticmethod(lambda: next(feed)))
+    free = process.FreeCores(threads)
     free.cores = cores
     return free
 
@@ -179,7 +179,7 @@ def test_free_cores_without_proc_stat_changes_nothing(monkeypatch):
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
 def test_free_cores_sees_a_busy_process_on_this_machine():
-    free = runs.FreeCores(threads=max(2, len(os.sched_getaffinity(0))))
+    free = process.FreeCores(threads=max(2, len(os.sched_getaffinity(0))))
     busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
     busy.wait()
     threads = free.threads()

@@ -167,9 +167,7 @@ def test_a_second_trainer_on_a_live_run_is_refused(home, small_corpus):
 
 
 def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(home, small_corpus, monkeypatch):
-    import engine.models
-
-    real_build = engine.models.build_model
+    real_build = trainer_module.build_model
     calls = {"n": 0}
 
     def poisoned(cfg):
@@ -185,7 +183,7 @@ def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(
         model.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(engine.models, "build_model", poisoned)
+    monkeypatch.setattr(trainer_module, "build_model", poisoned)
     run_dir = make_run(small_corpus, train=dict(log_interval=2))
     with pytest.raises(RunError, match="loss became nan at step 8.*last good checkpoint is kept"):
         train(run_dir)

@@ -12,7 +12,7 @@ from engine.runs import resolve_run
 
 def run(args: argparse.Namespace, console: Console) -> int:
     run_dir = resolve_run(args.run)  # before importing torch: a wrong name fails fast
-    from engine.trainer import evaluate_run
+    from engine.evaluate import evaluate_run
 
     with Console(stderr=True).status(f"evaluating {run_dir.name} ({args.checkpoint})..."):
         result = evaluate_run(run_dir, args.checkpoint)

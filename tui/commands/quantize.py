@@ -13,7 +13,7 @@ from engine.runs import resolve_run
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from engine.quantize import save_int8
+    from engine.int8 import save_int8
 
     run_dir = resolve_run(args.run)
     with Progress(TextColumn("quantizing {task.description}"), BarColumn(), console=Console(stderr=True),

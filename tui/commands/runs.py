@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine import runs
+from engine.events import Start, parse_event
 
 _STATUS_STYLE = {"running": "green", "finished": "bold", "failed": "red", "stopped": "yellow", "new": "dim"}
 
@@ -51,9 +52,10 @@ def format_event(e: dict[str, Any]) -> str:
     head = f"{e.get('time', 0):9.1f}s step {e.get('step', 0):>6} {e['event']:<10} "
     if e["event"] == "sample":
         return head + escape(str(e.get("text", "")))
-    if e["event"] == "start":
-        fields = {k: e.get(k) for k in ("device", "dtype", "resumed_from")}
-        fields["params"] = e["params"].get("total") if isinstance(e.get("params"), dict) else e.get("params")
+    start = parse_event(e)
+    if isinstance(start, Start):
+        fields = {"device": start.device, "dtype": start.dtype, "resumed_from": start.resumed_from,
+                  "params": start.total_params}
     else:
         fields = {k: v for k, v in e.items() if k not in ("event", "step", "time", "wall")}
     parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()

@@ -14,8 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from engine import runs
+from engine.events import Start, parse_event
+from engine.rundir import RunDir
 from engine.config import PRESETS, RunConfig, apply_overrides, dumps_toml, load_toml, preset
 from engine.errors import ConfigError, RunError
+from engine.process import training_process_settings
 
 # CLI flag (argparse dest) -> config table. The key inside the table is the dest itself.
 FLAG_TABLES: dict[str, str] = {
@@ -60,19 +63,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if run_dir is None:
             raise ConfigError("--resume needs the run to continue: pass --run NAME or --run-dir DIR.")
         run_dir = runs.resolve_run(run_dir if args.run_dir else args.run)
-        old = RunConfig.load(run_dir / "config.toml")
+        old = RunConfig.load(RunDir(run_dir).config)
         cfg = resolve_config(args, base=old)
         from engine.checkpoint import check_model_config
 
         check_model_config(asdict(old.model), asdict(cfg.model), run_dir)
         if runs.is_running(run_dir):
             raise RunError(f"Run {run_dir} is already running: follow it with `smallgpt runs tail {run_dir} -f`.")
-        cfg.save(run_dir / "config.toml")
+        cfg.save(RunDir(run_dir).config)
     else:
         cfg = resolve_config(args)
         with out.status("preparing the run (tokenizer)..."):
             run_dir = runs.create_run(cfg, name=args.run, run_dir=run_dir)
-        cfg = RunConfig.load(run_dir / "config.toml")
+        cfg = RunConfig.load(RunDir(run_dir).config)
     out.print(f"[bold]run[/] {escape(str(run_dir))}")
     out.print(escape(dumps_toml(cfg.to_dict()).rstrip()), style="dim")
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"[bold]smallgpt runs stop {escape(str(run_dir))}[/]")
         return 0
 
-    runs.training_process_settings()
+    training_process_settings()
     from engine.trainer import train  # imports torch
 
     with _TrainProgress(out, cfg.train.max_steps) as progress:
@@ -125,10 +128,9 @@ class _TrainProgress:
 
     def on_event(self, e: dict[str, Any]) -> None:
         kind, step = e["event"], e["step"]
-        if kind == "start":
-            params = e["params"]["total"] if isinstance(e.get("params"), dict) else e.get("params")
-            resumed = f", resumed from step {e['resumed_from']}" if e.get("resumed_from") is not None else ""
-            self.console.print(f"{params:,} parameters on {e['device']} ({e['dtype']}){resumed}")
+        if isinstance(start := parse_event(e), Start):
+            resumed = f", resumed from step {start.resumed_from}" if start.resumed_from is not None else ""
+            self.console.print(f"{start.total_params:,} parameters on {start.device} ({start.dtype}){resumed}")
             self.progress.update(self.task, completed=step, description="train")
         elif kind == "step":
             eta = int(e.get("eta_s") or 0)

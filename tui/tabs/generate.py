@@ -259,7 +259,7 @@ class GenerateTab(EngineTab, can_focus=True):
 
     @work(thread=True, exclusive=True, group="quantize", exit_on_error=False)
     def _quantize(self, run_dir: Path) -> None:
-        from engine.quantize import save_int8
+        from engine.int8 import save_int8
 
         report = save_int8(run_dir)
         self.app.call_from_thread(self._quantize_done, report)

@@ -1,0 +1,63 @@
+"""The layout of a run directory: the one place that names its files.
+
+    RUN/config.toml tokenizer.json events.jsonl train.log pid run.lock ckpt/{latest,best,int8}/
+
+Imports nothing heavy: the TUI and the CLI list runs through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINTS = ("latest", "best", "int8")  # what a run's checkpoint can be called
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __init__(self, path: "Path | str | RunDir"):
+        object.__setattr__(self, "path", path.path if isinstance(path, RunDir) else Path(path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def events(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def log(self) -> Path:
+        """stdout/stderr of a detached trainer and the engine's logging while it trains."""
+        return self.path / "train.log"
+
+    @property
+    def lock(self) -> Path:
+        """flock'ed by the training process for its whole life: "running" means this lock is held."""
+        return self.path / "run.lock"
+
+    @property
+    def pid(self) -> Path:
+        return self.path / "pid"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "ckpt"
+
+    def checkpoint(self, which: str) -> Path:
+        """ckpt/<which> (latest, best or int8); whether it is complete is engine.checkpoint's business."""
+        return self.checkpoints / which
+
+    def is_run(self) -> bool:
+        """A directory holds a run once it has its config.toml."""
+        return self.config.is_file()
