@@ -94,7 +94,7 @@ async def _tui_run(tokens: int) -> dict:
 
 
 def measure(tokens: int = 2000, repeats: int = 2) -> dict:
-    from tests.tui.tiny_run import make_tiny_run
+    from benchmarks.tiny_run import make_tiny_run
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)

@@ -24,7 +24,7 @@ from engine.config import ConfigError, RunConfig, apply_overrides
 from engine.corpora import load_corpus
 from engine.errors import CheckpointError, CorpusError, RunError, SmallGPTError, TokenizerError
 from engine.runs import create_run, is_running, launch, resolve_run, run_info, run_path
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from textual.widgets import Input
 
 from tests.conftest import BIN
 from tests.tui.pilot_helpers import screen_svg, settle, wait_for, write_corpus
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 
 MEGABYTE_OF_TEXT = ("the cat sat on the mat. " * 43_691)[:1_000_000]

@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from engine.config import RunConfig, apply_overrides
+from engine.rundir import RunDir
 
 CORPUS_NAME = "corpus.txt"
 # The tiny GPT of the issue: 2 layers x 32 wide, block 16; small batches so a step takes milliseconds.
@@ -40,7 +41,7 @@ def write_finished_run(home: Path, name: str = "demo", steps: int = 200) -> Path
     cfg = apply_overrides(RunConfig(), {"model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16,
                                                   "vocab_size": 40},
                                         "data": {"corpus": CORPUS_NAME}, "train": {"max_steps": steps}})
-    cfg.save(run / "config.toml")
+    cfg.save(RunDir(run).config)
     events: list[dict[str, Any]] = [{"event": "start", "step": 0, "time": 0.0, "wall": 1.7e9, "config": cfg.to_dict(),
                                      "params": {"total": 27712, "non_embedding": 25152}, "device": "cpu",
                                      "dtype": "fp32", "resumed_from": None}]
@@ -56,7 +57,7 @@ def write_finished_run(home: Path, name: str = "demo", steps: int = 200) -> Path
                    "text": "the model learns the next token [not markup]"})
     events.append({"event": "done", "step": steps, "time": steps * 0.05, "wall": 1.7e9 + steps * 0.05,
                    "reason": "max_steps"})
-    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    RunDir(run).events.write_text("".join(json.dumps(e) + "\n" for e in events))
     return run
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.tui.pilot_helpers import wait_for
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab, parse_sampling
 from tui.tabs.inspect import InspectTab

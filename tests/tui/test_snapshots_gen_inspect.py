@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.tui.pilot_helpers import settle, wait_for
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs import generate
 from tui.tabs.generate import GenerateTab

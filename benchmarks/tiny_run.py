@@ -1,5 +1,6 @@
-"""A tiny, deterministic run for the Generate/Inspect tests: a seed-initialised GPT (or LSTM) saved with the
-checkpoint module, a char tokenizer trained on a fixed text. Same seed, same weights, same screens.
+"""A tiny, deterministic run for the Generate/Inspect tests and benchmarks/ui_generate.py: a seed-initialised
+GPT (or LSTM) saved with the checkpoint module, a char tokenizer trained on a fixed text. Same seed, same
+weights, same screens.
 
 An untrained model picks end-of-text about once in vocab_size tokens, which would end every stream after a
 few dozen tokens; the tests need streams as long as they ask for, so the EOS logit is pushed far down
@@ -23,6 +24,7 @@ def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int =
     from engine import checkpoint
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from engine.models import build_model
+    from engine.rundir import RunDir
     from engine.runs import create_run
     from engine.tokenizer import Tokenizer
 
@@ -36,10 +38,10 @@ def make_tiny_run(home: Path, name: str = "tiny", kind: str = "gpt", seed: int =
     cfg = RunConfig(model=model_cfg, data=DataConfig(corpus=str(corpus), tokenizer_kind="char"),
                     train=TrainConfig(max_steps=10, batch_size=4, eval_interval=5))
     run_dir = create_run(cfg, name=name)
-    cfg = RunConfig.load(run_dir / "config.toml")  # vocab_size now set from the tokenizer
+    cfg = RunConfig.load(RunDir(run_dir).config)  # vocab_size now set from the tokenizer
     torch.manual_seed(seed)
     model = build_model(cfg.model)
-    eos = Tokenizer.load(run_dir / "tokenizer.json").eos_id
+    eos = Tokenizer.load(RunDir(run_dir).tokenizer).eos_id
     with torch.no_grad():
         if kind == "gpt":  # logits = ln_f(x) @ W.T; the vocab (18) is smaller than n_embd (32)
             weights = model.lm_head.weight
