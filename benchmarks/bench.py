@@ -87,7 +87,7 @@ class Settings:
     prefill_tokens: int = 512
     int8_eval_tokens: int = 1 << 15
     ui_seconds: float = 10.0  # training seconds a UI-row run (benchmarks/ui_overhead.py says why)
-    generate_tokens: int = 2000  # issue 6: a key press while streaming 2,000 tokens
+    generate_tokens: int = 2000  # key presses while streaming 2,000 tokens
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
@@ -497,9 +497,8 @@ def python_startup_seconds() -> float:
 
 
 def _ui_script(name: str, *args: str) -> dict[str, Any]:
-    """Run a UI benchmark script (benchmarks/NAME.py --json) in its own process, as a user's TUI is. Run in
-    this process, after the rows before it (1.4 GB of their state, torch's thread pools), the app's watched
-    run read 0.86-0.93x in three full runs against 0.97-1.08x in `--rows ui` runs; in its own, 0.98x."""
+    """Run a UI benchmark script (benchmarks/NAME.py --json) in its own process, as a user's TUI is: in this
+    process the earlier rows' state and torch's thread pools would slow the app down."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args, "--json"], cwd=ROOT,
                           capture_output=True, text=True)
     if proc.returncode != 0:

@@ -1,4 +1,4 @@
-"""UI responsiveness while generating (issue 6): stream 2,000 tokens in the Generate tab and measure
+"""UI responsiveness while generating: stream 2,000 tokens in the Generate tab and measure
 
 - key latency: from a key press to its binding's action running, sampled every ~0.1 s during the stream
   (target: p95 < 100 ms);

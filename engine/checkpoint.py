@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import safetensors.torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file, save_model
-from safetensors.torch import load_model as st_load_model
 from torch import nn
 
 from .config import RunConfig
@@ -62,11 +61,11 @@ def save_checkpoint(run_dir: Path, which: str, model: nn.Module, optimizer: torc
     try:
         model_path = tmp / MODEL_FILE
         # save_model drops the duplicate name of tied weights (the GPT's head shares the embedding).
-        save_model(model, str(model_path), metadata={"format": "pt"})
+        safetensors.torch.save_model(model, str(model_path), metadata={"format": "pt"})
         _fsync_file(model_path)
         if optimizer is not None:
             tensors, meta = _flatten_optimizer(optimizer.state_dict())
-            save_file(tensors, str(tmp / OPTIM_FILE), metadata={"optim": json.dumps(meta)})
+            safetensors.torch.save_file(tensors, str(tmp / OPTIM_FILE), metadata={"optim": json.dumps(meta)})
             _fsync_file(tmp / OPTIM_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         _fsync_file(tmp / STATE_FILE)
@@ -103,7 +102,7 @@ def load_weights(model: nn.Module, path: Path, device: str = "cpu") -> None:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file {path} is missing: train the run first or pick another checkpoint.")
     try:
-        st_load_model(model, str(path), strict=True, device=str(device))
+        safetensors.torch.load_model(model, str(path), strict=True, device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"Checkpoint file {path} is corrupt or truncated ({e}): "
                               f"use another checkpoint (latest/best) or retrain.") from None
@@ -115,7 +114,7 @@ def load_weights(model: nn.Module, path: Path, device: str = "cpu") -> None:
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     try:
-        tensors = load_file(str(path))
+        tensors = safetensors.torch.load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["optim"])
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))

@@ -14,6 +14,9 @@ Three ways through the same weights:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -23,40 +26,6 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-
-
-@dataclass
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far.
-
-    Preallocated to block_size so a decode step writes in place instead of concatenating; `length`
-    tokens are valid. `GPT.step` updates it in place and returns it.
-    """
-
-    k: list[Tensor]  # per layer [B, n_head, block_size, head_dim]
-    v: list[Tensor]
-    length: int = 0
-    # Transposed copies of wide Linear weights, made by the first one-token step on a CPU (see `_linear`).
-    transposed: dict[nn.Module, Tensor] = field(default_factory=dict)
-
-
-def _linear(layer: nn.Module, x: Tensor, transposed: dict[nn.Module, Tensor] | None) -> Tensor:
-    """layer(x). In a one-token step on a CPU (`transposed` given), an fp32 nn.Linear wider out than in
-    multiplies by a [in, out] copy of its weight instead, made once per KV cache.
-
-    Such a step is a matrix-vector product bound by reading the weights, and MKL's fp32 GEMV reads an
-    [out, in] weight with in = 384 (out short rows) at 7-8 GB/s against 15-16 GB/s for the same product
-    over the [in, out] copy (in long rows); a Linear narrower out than in reads fastest as it is. The
-    machine streams ~30 GB/s (docs/PERFORMANCE.md). `medium` decodes ~1.3x faster for 29 MB of copies.
-    """
-    if (transposed is None or type(layer) is not nn.Linear or layer.out_features <= layer.in_features
-            or layer.weight.dtype != torch.float32):
-        return layer(x)
-    w_t = transposed.get(layer)
-    if w_t is None:
-        w_t = transposed[layer] = layer.weight.t().contiguous()
-    y = x @ w_t
-    return y if layer.bias is None else y + layer.bias
 
 
 def _causal_mask(t: int, start: int, device: torch.device) -> Tensor:
@@ -70,19 +39,16 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        # Plain nn.Linear layers: the quantizer swaps them for int8 ones.
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
-                need_weights: bool = False, transposed: dict[nn.Module, Tensor] | None = None
-                ) -> tuple[Tensor, Tensor | None]:
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         B, T, C = x.shape
-        qkv = _linear(self.c_attn, x, transposed)
-        # The CPU flash kernel's bf16 backward is far slower than its fp32 one (4.6x per call on `tiny`,
-        # which made bf16 training slower than fp32): under CPU bf16 autocast, attention runs in fp32 and
-        # the matmuls around it in bf16. One cast of qkv, not three of q, k and v: 9% less per layer on `tiny`.
+        qkv = self.c_attn(x)
+        # Under CPU bf16 autocast attention runs in fp32 (the CPU flash kernel's bf16 backward is several
+        # times slower than its fp32 one), the matmuls around it in bf16; one cast of qkv, not three.
         fp32_attention = start == 0 and not need_weights and qkv.dtype == torch.bfloat16 and x.device.type == "cpu"
         if fp32_attention:
             qkv = qkv.float()
@@ -118,20 +84,20 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, start, x.device),
                                                dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(_linear(self.c_proj, y, transposed)), att
+        return self.resid_dropout(self.c_proj(y)), att
 
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         hidden = config.mlp_ratio * config.n_embd
-        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, hidden, bias=config.bias)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, transposed: dict[nn.Module, Tensor] | None = None) -> Tensor:
-        return self.dropout(_linear(self.c_proj, self.gelu(_linear(self.c_fc, x, transposed)), transposed))
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -143,11 +109,10 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
-                need_weights: bool = False, transposed: dict[nn.Module, Tensor] | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        a, att = self.attn(self.ln_1(x), kv, start, need_weights, transposed)
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        a, att = self.attn(self.ln_1(x), kv, start, need_weights)
         x = x + a
-        x = x + self.mlp(self.ln_2(x), transposed)
+        x = x + self.mlp(self.ln_2(x))
         return x, att
 
 
@@ -167,7 +132,7 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
         # Positions as a buffer, so a decode step slices instead of allocating; not saved with the weights.
         self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
@@ -194,9 +159,9 @@ class GPT(nn.Module):
                              f"feed at most block_size tokens (the sampler slides its window).")
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(self.positions[start:end]))
 
-    def lens_logits(self, residual: Tensor, transposed: dict[nn.Module, Tensor] | None = None) -> Tensor:
+    def lens_logits(self, residual: Tensor) -> Tensor:
         """Final LayerNorm + tied head: the model's output layer, applicable to any layer's residual."""
-        return _linear(self.lm_head, self.transformer.ln_f(residual), transposed)
+        return self.lm_head(self.transformer.ln_f(residual))
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits [B, T, V] at every position; with targets [B, T], the mean cross entropy (-1 ignored)."""
@@ -225,13 +190,14 @@ class GPT(nn.Module):
         start = state.length
         if idx.size(0) != state.k[0].size(0):
             raise ValueError(f"Batch of {idx.size(0)} does not match the cache's {state.k[0].size(0)}.")
-        x = self._embed(idx, start)
         one_token_cpu = idx.size(1) == 1 and idx.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-        transposed = state.transposed if one_token_cpu else None
-        for block, k, v in zip(self.transformer.h, state.k, state.v):
-            x, _ = block(x, (k, v), start, transposed=transposed)
+        with cpu_decode(state) if one_token_cpu else nullcontext():
+            x = self._embed(idx, start)
+            for block, k, v in zip(self.transformer.h, state.k, state.v):
+                x, _ = block(x, (k, v), start)
+            logits = self.lens_logits(x)
         state.length = start + idx.size(1)
-        return self.lens_logits(x, transposed), state
+        return logits, state
 
     def state_len(self, state: KVCache) -> int:
         return state.length
@@ -247,3 +213,47 @@ class GPT(nn.Module):
             attn.append(att)
             residuals.append(x)
         return self.lens_logits(x), attn, residuals
+
+
+# --- the KV cache and the CPU decode seam ---------------------------------------------------------
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far.
+
+    Preallocated to block_size so a decode step writes in place instead of concatenating; `length`
+    tokens are valid. `GPT.step` updates it in place and returns it.
+    """
+
+    k: list[Tensor]  # per layer [B, n_head, block_size, head_dim]
+    v: list[Tensor]
+    length: int = 0
+    transposed: dict[nn.Module, Tensor] = field(default_factory=dict)  # [in, out] weight copies: see `Linear`
+
+
+# Why: a one-token step on a CPU is a chain of matrix-vector products bound by reading the weights, and
+# MKL's fp32 GEMV streams a wide Linear's weight about twice as fast from an [in, out] copy (long rows) as
+# from the stored [out, in] layout (short rows). Inside `cpu_decode(cache)` every fp32 `Linear` wider out
+# than in multiplies by such a copy, made once per KV cache; everywhere else `Linear` is nn.Linear (and
+# the quantizer swaps it like one).
+_gemv_weights: ContextVar[dict[nn.Module, Tensor] | None] = ContextVar("gemv_weights", default=None)
+
+
+@contextmanager
+def cpu_decode(cache: KVCache) -> Iterator[None]:
+    token = _gemv_weights.set(cache.transposed)
+    try:
+        yield
+    finally:
+        _gemv_weights.reset(token)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        copies = _gemv_weights.get()
+        if copies is None or self.out_features <= self.in_features or self.weight.dtype != torch.float32:
+            return super().forward(x)
+        w_t = copies.get(self)
+        if w_t is None:
+            w_t = copies[self] = self.weight.t().contiguous()
+        y = x @ w_t
+        return y if self.bias is None else y + self.bias

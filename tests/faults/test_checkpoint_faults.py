@@ -25,6 +25,7 @@ import torch
 
 from engine import checkpoint as ckpt
 from engine.errors import CheckpointError
+from engine.rundir import RunDir
 from tests.faults.save_child import fill, make_model_and_optimizer, save_step, state_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +131,7 @@ def intact_steps(run_dir: Path, mo: tuple[torch.nn.Module, torch.optim.Optimizer
 
 
 def leftovers(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / ckpt.CKPT_DIR).iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in RunDir(run_dir).checkpoints.iterdir() if p.name.startswith("."))
 
 
 def test_kill9_at_every_step_of_a_save_leaves_the_new_or_the_previous_checkpoint(server, tmp_path, mo):

@@ -20,7 +20,8 @@ import pytest
 from engine import checkpoint as ckpt
 from engine.config import RunConfig, apply_overrides
 from engine.errors import RunError
-from engine.events import EVENTS_FILE, read_events
+from engine.events import read_events
+from engine.rundir import RunDir
 from engine.runs import create_run, is_running, launch, read_pid, run_info, stop_run, wait_stopped
 from tests.tui.pilot_helpers import write_corpus
 
@@ -153,7 +154,7 @@ def test_a_torn_last_event_line_does_not_swallow_the_resumed_runs_start(corpus):
 
     run = tiny_run(corpus, "torn", max_steps=4, eval_interval=2)
     train(run)
-    with (run / EVENTS_FILE).open("a") as f:  # what a crash or a full disk mid-write leaves
+    with RunDir(run).events.open("a") as f:  # what a crash or a full disk mid-write leaves
         f.write('{"event": "step", "step": 5, "lo')
     cfg = RunConfig.load(run / "config.toml")
     cfg.train.max_steps = 6
@@ -238,7 +239,7 @@ async def test_killed_tui_leaves_the_run_training_and_two_new_tuis_share_it(corp
                                  and not app.query_one("#resume").disabled, timeout=30, what="the stop")
         assert (run / "pid").exists() and run_info(run).status == "stopped"
         # Two readers and a killed writer: every line of the events file is whole JSON, the checkpoint loads.
-        lines = (run / EVENTS_FILE).read_text().splitlines()
+        lines = RunDir(run).events.read_text().splitlines()
         assert len(read_events(run)) == len(lines) or len(read_events(run)) == len(lines) - 1  # a torn last line
         assert latest_step(run) >= 1
     finally:

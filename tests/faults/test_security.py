@@ -72,9 +72,7 @@ def _make_int8_dir(run: Path) -> None:
 
 
 def _load_int8(run: Path) -> None:
-    from engine.quantize import load_int8
-
-    load_int8(run, RunConfig.load(run / "config.toml"))
+    ckpt.load_model(run, "int8")
 
 
 def _load_optimizer(run: Path) -> None:
