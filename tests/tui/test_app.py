@@ -103,17 +103,20 @@ async def test_engine_error_is_one_notification_and_the_app_keeps_running(corpus
         assert "Loading failed" in str(app.query_one("#data-status").render())
 
 
-async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, home):
+async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, home, monkeypatch):
+    import engine.corpora
+
     app = SmallGPTApp(corpus=corpus)
     logging.getLogger().addHandler(handler := logging.FileHandler(home / "test.log"))
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
 
-            def broken() -> None:
+            def broken(*args, **kwargs) -> None:
                 raise KeyError("bug")
 
-            app.query_one(DataTab).run_engine(broken, name="broken")
+            monkeypatch.setattr(engine.corpora, "corpus_stats", broken)  # a bug in the engine
+            app.query_one(DataTab).load(corpus)
             await settle(pilot)
             [note] = [n.message for n in app._notifications]
             assert note.startswith("Internal error (KeyError), see") and "smallgpt.log" in note

@@ -39,7 +39,11 @@ def run(home) -> Path:
 # ---- Generate --------------------------------------------------------------------------------------
 
 
-async def test_generation_streams_text_and_escape_stops_it(run):
+async def test_generation_streams_text_and_escape_stops_it(run, monkeypatch):
+    pressed, ended = [], []
+    stop, end = GenerateTab.action_stop, GenerateTab.on_generation_ended
+    monkeypatch.setattr(GenerateTab, "action_stop", lambda self: (pressed.append(time.monotonic()), stop(self)))
+    monkeypatch.setattr(GenerateTab, "on_generation_ended", lambda self, m: (ended.append(time.monotonic()), end(self, m)))
     app = SmallGPTApp()
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await open_tab(app, pilot, "4", GenerateTab)
@@ -55,7 +59,7 @@ async def test_generation_streams_text_and_escape_stops_it(run):
         await wait_for(pilot, lambda: not tab.running, timeout=10, what="the stop")
         # From the key's action to the "stopped" message handled on the UI thread (pilot.press itself also
         # waits for the app to go idle, which on a loaded 2-core machine says nothing about the worker).
-        assert tab.stop_latency is not None and tab.stop_latency < 0.5
+        assert pressed and ended and ended[-1] - pressed[-1] < 0.5
         stopped_at = stream.token_count
         await pilot.pause(0.3)
         assert stream.token_count == stopped_at < 100000
@@ -205,19 +209,24 @@ async def test_inspect_navigation_changes_layer_head_and_the_drawn_matrix(run):
         assert (tab.sel_layer, tab.sel_head) == (1, 1)
 
 
-async def test_holding_a_key_redraws_at_most_ten_times_a_second(run):
+async def test_holding_a_key_redraws_at_most_ten_times_a_second(run, monkeypatch):
+    from tui.widgets.attention_view import AttentionView
+
+    draws: list[float] = []
+    original = AttentionView.draw
+    monkeypatch.setattr(AttentionView, "draw", lambda self, *a: (draws.append(time.monotonic()), original(self, *a)))
     app = SmallGPTApp()
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await inspect(app, pilot)
         await pilot.press("enter")
         await pilot.pause(0.2)
-        before, started = tab.redraws, time.monotonic()
+        before, started = len(draws), time.monotonic()
         for _ in range(15):  # a held arrow key: 15 moves faster than any frame (the prompt has 22 tokens)
             tab.action_move(-1, 0)
         await pilot.pause(0.3)
         elapsed = time.monotonic() - started
         assert tab.position == len(tab.inspection.tokens) - 1 - 15
-        assert 1 <= tab.redraws - before <= elapsed * 10 + 1
+        assert 1 <= len(draws) - before <= elapsed * 10 + 1
         # ...and the last state is what is drawn.
         assert tab.query_one(Heatmap).selected_row == tab.position
 
