@@ -463,7 +463,8 @@ def download(url: str, sha256: str | None = None, max_bytes: int = DEFAULT_MAX_D
 
 
 def _too_big(url: str, max_bytes: int) -> CorpusError:
-    return CorpusError(f"The download of {url} is larger than the {max_bytes / 1e6:.0f} MB cap and was aborted: "
+    cap = f"{max_bytes / 2**20:.4g} MB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"  # MB as in the default
+    return CorpusError(f"The download of {url} is larger than the cap of {cap} and was aborted: "
                        "download it yourself and point at the file.")
 
 
