@@ -6,6 +6,7 @@ import math
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,65 @@ def test_two_process_ddp_on_cpu(home, small_corpus):
     assert len(losses(run_dir)) == 6
     state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
     assert state["step"] == 6 and len(state["data_rng"]) == 2 and state["data_rng"][0] != state["data_rng"][1]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(v.split(b"=", 1)[1]) for v in env if v.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks' processes in Linux's /proc")
+def test_sigterm_to_one_torchrun_rank_stops_every_rank_cleanly(home, small_corpus):
+    """torchrun, 2 ranks, gloo: SIGTERM to rank 1 alone (rank 0 holds the lock and writes); all ranks agree on
+    the stop, both finish the same step, rank 0 checkpoints it, and torchrun exits 0 instead of hanging."""
+    import subprocess
+    import sys
+
+    run_dir = make_run(small_corpus, model=dict(n_layer=1, n_head=1, n_embd=16, block_size=16),
+                       train=dict(max_steps=100_000, batch_size=4, eval_interval=1000, sample_tokens=0,
+                                  device="cpu", dtype="fp32"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+                             "-m", "engine", "train", "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=home,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240  # two torch imports on a loaded 2-core machine
+        while not [e for e in read_events(run_dir) if e["event"] == "step" and e["step"] >= 3]:
+            assert proc.poll() is None and time.monotonic() < deadline, "the ranks did not start training"
+            time.sleep(0.2)
+        [rank1] = [pid for pid in _children(proc.pid) if _rank_of(pid) == 1]
+        os.kill(rank1, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("torchrun still runs 120 s after SIGTERM to rank 1: a rank hangs")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+    done = re.findall(r"done: stopped at step (\d+)", out)
+    assert len(done) == 2 and done[0] == done[1], out  # both ranks stopped, at the same step
+    events = read_events(run_dir)
+    assert events[-1]["event"] == "done" and events[-1]["reason"] == "stopped" and events[-1]["step"] == int(done[0])
+    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
+    assert state["step"] == int(done[0]) and len(state["data_rng"]) == 2
+    assert not runs.is_running(run_dir)
