@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 
@@ -118,3 +119,32 @@ def test_resume_with_a_changed_model_is_refused(home, small_corpus):
 
 def test_generate_from_a_missing_run(home):
     assert "No run 'nope'" in error_line(smallgpt(home, "generate", "nope"))
+    log = (home / "logs" / "smallgpt.log").read_text()  # the screen gets the sentence, the log the traceback
+    assert "Traceback" in log and "RunError: No run 'nope'" in log
+
+
+@pytest.fixture
+def root_logging():
+    """main() adds its log file handler to the root logger: take it off again after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
+def test_a_crash_is_one_line_and_its_traceback_lands_in_the_log(home, monkeypatch, capsys, root_logging):
+    import tui.commands.runs
+    from tui.cli import main
+
+    def crash(args, console):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(tui.commands.runs, "run", crash)
+    assert main(["runs", "list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "internal error: KeyError: 'a bug'" in err and "smallgpt.log" in err
+    log = (home / "logs" / "smallgpt.log").read_text()
+    assert "Traceback" in log and "KeyError: 'a bug'" in log and "in crash" in log

@@ -103,24 +103,36 @@ async def test_engine_error_is_one_notification_and_the_app_keeps_running(corpus
         assert "Loading failed" in str(app.query_one("#data-status").render())
 
 
-async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, home):
+@pytest.fixture
+def app_logging(home):
+    """The logging smallgpt-tui's main() sets up (logs/smallgpt.log under the home), taken down after."""
+    from tui.cli import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging()
+    yield home / "logs" / "smallgpt.log"
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
+async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, app_logging):
     app = SmallGPTApp(corpus=corpus)
-    logging.getLogger().addHandler(handler := logging.FileHandler(home / "test.log"))
-    try:
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
 
-            def broken() -> None:
-                raise KeyError("bug")
+        def broken() -> None:
+            raise KeyError("bug")
 
-            app.query_one(DataTab).run_engine(broken, name="broken")
-            await settle(pilot)
-            [note] = [n.message for n in app._notifications]
-            assert note.startswith("Internal error (KeyError), see") and "smallgpt.log" in note
-            assert app.is_running
-    finally:
-        logging.getLogger().removeHandler(handler)
-    assert "Traceback" in (home / "test.log").read_text()
+        app.query_one(DataTab).run_engine(broken, name="broken")
+        await settle(pilot)
+        [note] = [n.message for n in app._notifications]
+        assert note == f"Internal error (KeyError), see {app_logging}"
+        assert app.is_running
+    log = app_logging.read_text()
+    assert "Traceback" in log and "in broken" in log and "KeyError: 'bug'" in log
 
 
 async def test_user_error_keeps_its_sentence_and_markup_is_not_interpreted(corpus):
