@@ -116,7 +116,9 @@ async def test_a_new_app_reattaches_to_a_live_run_with_its_history(corpus, home)
         second = SmallGPTApp(corpus=corpus)
         async with second.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: _attached(second) is not None, timeout=30, what="re-attach")
-            assert any("Re-attached to live run live" in n.message for n in second._notifications)
+            # The note is posted as a message with the attach: it shows once the app has handled it.
+            await wait_for(pilot, lambda: any("Re-attached to live run live" in n.message
+                                              for n in second._notifications), what="the re-attach note")
             w = _attached(second)
             await wait_for(pilot, lambda: len(w.history.train_loss) > seen and w.running, timeout=60,
                            what="history plus new points")
