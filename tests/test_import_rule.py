@@ -1,5 +1,5 @@
-"""Import rules: the engine never imports textual or rich (DESIGN 2); engine.runs and the TUI's first frame import
-no torch (listing runs and starting the app must not wait seconds for it)."""
+"""Import rules: the engine never imports textual or rich (DESIGN 2); the TUI's first frame, painted with a corpus
+and a run to show, starts no torch import (test_engine_layering.py checks the imports of listing runs)."""
 
 import pkgutil
 import subprocess
@@ -36,18 +36,11 @@ sys.meta_path.insert(0, Watch())
 """
 
 
-def test_engine_runs_imports_no_torch():
-    """Listing runs (the TUI's run tables, `smallgpt runs`) must stay cheap."""
-    code = TORCH_WATCH + "import engine.runs\nprint(attempts, 'torch' in sys.modules)\n"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.split() == ["[]", "False"], r.stdout + r.stderr
-
-
 def test_the_tuis_first_frame_imports_no_torch(home, monkeypatch):
     """The first frame must not wait for torch (seconds on a loaded machine): no thread has started importing
     it when the app is first painted, with a corpus and a run there to show."""
     from tests.tui.pilot_helpers import write_corpus
-    from tests.tui.tiny_run import make_tiny_run
+    from benchmarks.tiny_run import make_tiny_run
 
     corpus = write_corpus(home)
     make_tiny_run(home)

@@ -71,7 +71,7 @@ def test_train_generate_eval_and_list(home, small_corpus):
     assert streamed.returncode == 0 and streamed.stdout.rstrip("\n") == g["text"].rstrip("\n")
 
     e = one_json(smallgpt(home, "eval", "r1", "--json"))
-    from engine.trainer import evaluate_model
+    from engine.evaluate import evaluate_model
 
     here = evaluate_model(model, RunConfig.load(run_dir / "config.toml"), tokenizer)  # the best checkpoint again
     assert e["tokens"] == here["tokens"] > 0

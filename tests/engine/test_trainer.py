@@ -127,13 +127,13 @@ def test_best_is_replaced_only_when_val_loss_improves_and_eval_events_come_in_or
     # The val losses of the four evals are set (the real ones are computed, then replaced): worse at step 8,
     # better at 12, equal at 16 (equal is no improvement).
     scripted = iter([3.0, 4.0, 2.5, 2.5])
-    real_loss_on = trainer_module._Loop.loss_on
+    real_loss_on = trainer_module._Trainer.loss_on
 
     def loss_on(loop, batches):
         real = real_loss_on(loop, batches)
         return next(scripted) if batches is loop.eval_sets["val"] else real
 
-    monkeypatch.setattr(trainer_module._Loop, "loss_on", loss_on)
+    monkeypatch.setattr(trainer_module._Trainer, "loss_on", loss_on)
     run_dir = make_run(small_corpus, train=dict(max_steps=16, eval_interval=4, log_interval=4))
     best_after: dict[int, int] = {}  # eval step -> the step of ckpt/best once that eval's checkpoints are written
     weights: dict[tuple[str, int], dict] = {}

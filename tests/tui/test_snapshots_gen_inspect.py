@@ -1,6 +1,6 @@
 """How the Generate and Inspect tabs look at 120x40 and 80x24 (pytest-textual-snapshot).
 
-Deterministic content: the tiny seed-initialised run of tests/tui/tiny_run.py, greedy decoding with a
+Deterministic content: the tiny seed-initialised run of benchmarks/tiny_run.py, greedy decoding with a
 fixed seed, fixed prompts, and the measured speed (the one thing that differs run to run) replaced by a
 fixed text. Update the pictures with `pytest tests/tui/test_snapshots_gen_inspect.py --snapshot-update`
 after an intended change.
