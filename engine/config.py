@@ -1,6 +1,6 @@
 """Run configuration: dataclasses saved to and loaded from TOML, presets, and validation.
 
-A run's config.toml has three tables, [model], [data] and [train], one per dataclass below. Unknown keys
+A run's config.toml has five tables, [model], [data], [train], [task] and [lora], one per dataclass below. Unknown keys
 are refused (a typo must not be silently ignored); missing keys take their defaults.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ MODEL_KINDS = ("gpt", "lstm")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TASK_KINDS = ("lm", "classify", "instruct")
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ModelConfig:
     dropout: float = 0.0
     mlp_ratio: int = 4
     bias: bool = True
+    n_classes: int = 0  # > 0: a classifier (engine.models.classifier), its head on the last real token
 
 
 @dataclass
@@ -66,24 +69,44 @@ class TrainConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What the run trains for (engine.tasks) and where its weights started (DESIGN 10)."""
+    kind: str = "lm"  # lm | classify | instruct; data.corpus names the task's data
+    init_from: str = ""  # "RUN[:latest|best]" the weights start from; empty: random init
+    train: str = ""  # which base weights train: all | head | last-N; empty: the task's default
+    text_col: str = ""  # classification CSV/TSV: column name or 0-based index; empty: "text" or the last
+    label_col: str = ""  # ... empty: "label" or the first
+    balance: bool = False  # classify: undersample every class to the rarest one's count
+    test_ratio: float = 0.1  # records held out for the final test report (val: data.val_ratio)
+    eval_samples: int = 2  # instruct: held-out instructions answered at each eval
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 0  # 0: no LoRA
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: str = "c_attn,c_proj,c_fc"  # Linear layer names (the last part of the module path)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {"model": asdict(self.model), "data": asdict(self.data), "train": asdict(self.train)}
+        return {name: asdict(getattr(self, name)) for name in _TABLES}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        unknown = set(d) - {"model", "data", "train"}
+        unknown = set(d) - set(_TABLES)
         if unknown:
-            raise ConfigError(f"Unknown config table(s) {sorted(unknown)}: use [model], [data] and [train].")
-        return cls(
-            model=_build(ModelConfig, d.get("model", {}), "model"),
-            data=_build(DataConfig, d.get("data", {}), "data"),
-            train=_build(TrainConfig, d.get("train", {}), "train"),
-        )
+            raise ConfigError(f"Unknown config table(s) {sorted(unknown)}: use "
+                              f"{', '.join(f'[{t}]' for t in _TABLES)}.")
+        return cls(**{name: _build(c, d.get(name, {}), name) for name, c in _TABLES.items()})
 
     def save(self, path: Path) -> None:
         Path(path).write_text(dumps_toml(self.to_dict()))
@@ -128,11 +151,14 @@ def preset(name: str) -> RunConfig:
     return apply_overrides(RunConfig(), PRESETS[name])
 
 
+_TABLES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "task": TaskConfig, "lora": LoraConfig}
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
     """A copy of cfg with {table: {key: value}} applied; None values are skipped (an unset CLI flag)."""
-    tables = {"model": cfg.model, "data": cfg.data, "train": cfg.train}
     out = {}
-    for table, obj in tables.items():
+    for table in _TABLES:
+        obj = getattr(cfg, table)
         values = {k: v for k, v in overrides.get(table, {}).items() if v is not None}
         out[table] = _build(type(obj), {**asdict(obj), **values}, table)
     return RunConfig(**out)
@@ -152,7 +178,7 @@ def validate(cfg: RunConfig) -> None:
                         ("train.eval_batches", t.eval_batches), ("train.log_interval", t.log_interval)]:
         if value < 1:
             raise ConfigError(f"{name} must be a positive whole number (got {value}).")
-    for name, value in [("data.vocab_size", d.vocab_size), ("train.warmup_steps", t.warmup_steps),
+    for name, value in [("model.n_classes", m.n_classes), ("data.vocab_size", d.vocab_size), ("train.warmup_steps", t.warmup_steps),
                         ("train.sample_tokens", t.sample_tokens)]:
         if value < 0:
             raise ConfigError(f"{name} must be zero or more (got {value}).")
@@ -174,6 +200,35 @@ def validate(cfg: RunConfig) -> None:
     for name, value in [("train.beta1", t.beta1), ("train.beta2", t.beta2)]:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{name} must be in [0, 1) (got {value}).")
+    _validate_task(cfg)
+
+
+def _validate_task(cfg: RunConfig) -> None:
+    k, lo = cfg.task, cfg.lora
+    _choice("task.kind", k.kind, TASK_KINDS)
+    if k.train and not (k.train in ("all", "head") or re.fullmatch(r"last-[1-9][0-9]*", k.train)):
+        raise ConfigError(f"task.train must be all, head or last-N such as last-1 (got '{k.train}').")
+    if k.train == "head" and k.kind != "classify":
+        raise ConfigError("task.train = head needs --task classify (only a classifier has a head of its own): "
+                          "use last-N or all.")
+    if k.kind != "lm" and cfg.model.kind != "gpt":
+        raise ConfigError(f"The {k.kind} task needs a GPT run (got a {cfg.model.kind}): fine-tune a GPT.")
+    if not 0.0 <= k.test_ratio < 0.5 or k.test_ratio + cfg.data.val_ratio >= 0.9:
+        raise ConfigError(f"task.test_ratio must be in [0, 0.5) and leave records to train on "
+                          f"(got {k.test_ratio} with data.val_ratio {cfg.data.val_ratio}).")
+    if k.eval_samples < 0:
+        raise ConfigError(f"task.eval_samples must be zero or more (got {k.eval_samples}).")
+    if lo.rank < 0:
+        raise ConfigError(f"lora.rank must be zero (no LoRA) or more (got {lo.rank}).")
+    if lo.rank:
+        if k.train:
+            raise ConfigError(f"LoRA trains adapters on a frozen base: drop --train {k.train}, or drop --lora-rank.")
+        if not k.init_from:
+            raise ConfigError("LoRA adapts pretrained weights: give the base run with --from RUN.")
+        if not (math.isfinite(lo.alpha) and lo.alpha > 0) or not 0.0 <= lo.dropout < 1.0:
+            raise ConfigError(f"lora.alpha must be > 0 and lora.dropout in [0, 1) (got {lo.alpha}, {lo.dropout}).")
+        if not [t for t in lo.targets.split(",") if t.strip()]:
+            raise ConfigError("lora.targets names no layer: give Linear layer names such as c_attn,c_proj,c_fc.")
 
 
 def load_toml(path: Path) -> dict[str, Any]:
