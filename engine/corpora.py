@@ -191,6 +191,8 @@ def list_corpora() -> list[CorpusInfo]:
     infos = [CorpusInfo(name, "builtin", desc, cached=_builtin_path(name).with_suffix(".version").exists())
              for name, desc in BUILTINS.items()]
     for name, entry in _catalog().items():
+        if "task" in entry:  # task data (engine.tasks.records), not a corpus to pretrain on
+            continue
         url = entry["url"]
         infos.append(CorpusInfo(name, "catalog", entry.get("description", ""), url=url,
                                 sha256=entry.get("sha256", ""), cached=_download_path(url).exists()))
@@ -463,7 +465,8 @@ def download(url: str, sha256: str | None = None, max_bytes: int = DEFAULT_MAX_D
 
 
 def _too_big(url: str, max_bytes: int) -> CorpusError:
-    return CorpusError(f"The download of {url} is larger than the {max_bytes / 1e6:.0f} MB cap and was aborted: "
+    cap = f"{max_bytes / 2**20:.4g} MB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"  # MB as in the default
+    return CorpusError(f"The download of {url} is larger than the cap of {cap} and was aborted: "
                        "download it yourself and point at the file.")
 
 

@@ -237,15 +237,20 @@ def test_sha256_mismatch_discards_the_file(home, server):
 
 def test_download_over_the_cap_is_aborted(home, server):
     _Handler.routes["/big.txt"] = (200, {}, BODY)
-    with pytest.raises(CorpusError, match="larger than the 0 MB cap and was aborted"):
+    with pytest.raises(CorpusError, match="larger than the cap of 100 bytes and was aborted"):
         load_corpus(f"{server}/big.txt", max_download_bytes=100)
+    with pytest.raises(CorpusError, match=r"larger than the cap of 1,500 bytes and was aborted"):
+        load_corpus(f"{server}/big.txt", max_download_bytes=1_500)
+    from engine.corpora import DEFAULT_MAX_DOWNLOAD_BYTES, _too_big  # the default: too large to download here
+
+    assert "larger than the cap of 200 MB and" in str(_too_big("http://x/y", DEFAULT_MAX_DOWNLOAD_BYTES))
     assert list((home / "corpora" / "cache" / "downloads").iterdir()) == []
 
 
 def test_download_cap_holds_when_the_server_hides_the_length(home, server):
     # With no Content-Length the body runs until the connection closes: the cap counts the bytes received.
     _Handler.routes["/liar.txt"] = (200, {"Content-Length": ""}, BODY)
-    with pytest.raises(CorpusError, match="cap and was aborted"):
+    with pytest.raises(CorpusError, match="larger than the cap of 50 bytes and was aborted"):
         load_corpus(f"{server}/liar.txt", max_download_bytes=50)
 
 

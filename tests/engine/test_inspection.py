@@ -217,7 +217,13 @@ def test_lstm_inspection_has_hidden_states_and_the_same_next_token_view():
     ins = inspect_prompt(model, CharTok(), "the cat", top_k=3)
     assert ins.kind == "lstm" and ins.attn is None and ins.metrics == []
     assert ins.hidden.shape == (1, 7, 24)
-    assert np.all(np.abs(ins.hidden) <= 1.0)  # h = o * tanh(c)
+    # The last layer's real h after each token, fed one at a time through the model's recurrent state.
+    state, expected = model.init_state(1), []
+    with torch.no_grad():
+        for i in CharTok().encode("the cat"):
+            _, state = model.step(torch.tensor([[i]]), state)
+            expected.append(state.hc[0][-1, 0].numpy())
+    np.testing.assert_allclose(ins.hidden[0], np.stack(expected), atol=1e-5)
     assert ins.topk_probs.shape == (7, 3) and np.all(ins.entropy > 0)
     assert heads_event(model, torch.zeros(1, 4, dtype=torch.long)) is None
     assert json.dumps(ins.to_dict())

@@ -129,14 +129,35 @@ def test_gpt_forward_inspect_matches_forward_and_returns_causal_attention():
     torch.testing.assert_close(model.lens_logits(residuals[-1]), logits, atol=0, rtol=0)
 
 
+def lstm_hidden_by_hand(model: LSTM, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's h_t at every position, from the LSTM equations and the layers' weights (PyTorch's gate
+    order i, f, g, o): an oracle independent of nn.LSTM's kernel."""
+    x, layers = model.wte(idx), []
+    batch, steps, _ = x.shape
+    for layer in range(model.lstm.num_layers):
+        w_ih, w_hh = getattr(model.lstm, f"weight_ih_l{layer}"), getattr(model.lstm, f"weight_hh_l{layer}")
+        bias = getattr(model.lstm, f"bias_ih_l{layer}") + getattr(model.lstm, f"bias_hh_l{layer}")
+        h = c = torch.zeros(batch, model.lstm.hidden_size)
+        outputs = []
+        for t in range(steps):
+            i, f, g, o = (x[:, t] @ w_ih.T + h @ w_hh.T + bias).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        x = torch.stack(outputs, dim=1)
+        layers.append(x)
+    return layers
+
+
 @torch.no_grad()
 def test_lstm_forward_inspect_returns_last_layer_hidden_states():
     model = lstm()
     idx = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(6))
     logits, hidden = model.forward_inspect(idx)
     torch.testing.assert_close(logits, model(idx)[0])
-    assert hidden.shape == (2, 12, 32)
-    assert hidden.abs().max() < 1  # h = o * tanh(c)
+    first, last = lstm_hidden_by_hand(model, idx)
+    torch.testing.assert_close(hidden, last, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(hidden, first, atol=1e-2)  # the last layer's, not the first's
 
 
 @pytest.mark.parametrize("make,lr", [(gpt, 1e-2), (lstm, 3e-2)])  # the LSTM wants a larger step

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from engine import checkpoint as ckpt
 from engine import runs
 from engine import trainer as trainer_module
 from engine.config import RunConfig, apply_overrides, preset
+from engine.corpora import load_corpus
+from engine.dataset import TokenDataset, prepare_dataset
 from engine.errors import CheckpointError, ConfigError, RunError
 from engine.events import read_events
 from engine.trainer import lr_at, train
@@ -75,9 +79,19 @@ def test_run_directory_and_events(home, small_corpus):
     last_eval = [e for e in events if e["event"] == "eval"][-1]
     assert summary["steps"] == 12 and summary["val_loss"] == last_eval["val_loss"] and last_eval["step"] == 12
     assert "start: step 0/12" in (run_dir / "train.log").read_text()
-    # The checkpoint loads back into a model that gives the logged val loss on the same batches.
+    # The checkpoint loads back into a model that gives the logged losses on the eval's fixed batches (drawn
+    # from their own seed: val first, then train).
     model, cfg, tok = ckpt.load_model(run_dir, "latest")
     assert cfg.model.vocab_size == tok.vocab_size and not model.training
+    data_dir = prepare_dataset(load_corpus(cfg.data.corpus), tok, val_ratio=cfg.data.val_ratio)
+    eval_gen = torch.Generator().manual_seed(trainer_module.EVAL_SEED)
+    for split, key in (("val", "val_loss"), ("train", "train_loss")):
+        ds = TokenDataset(data_dir, split)
+        batches = [ds.get_batch(cfg.train.batch_size, cfg.model.block_size, eval_gen)
+                   for _ in range(cfg.train.eval_batches)]
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=start["dtype"] == "bf16"):
+            reloaded = sum(model(x, y)[1].item() for x, y in batches) / len(batches)
+        assert reloaded == pytest.approx(last_eval[key], rel=1e-6), split
     assert runs.run_info(run_dir).status == "finished"
 
 
@@ -107,6 +121,55 @@ def test_evals_use_the_same_batches_every_time(home, small_corpus):
     train(run_dir)
     evals = list(losses(run_dir, "eval", "val_loss").values())
     assert len(evals) == 2 and evals[0] == pytest.approx(evals[1], abs=1e-4)  # lr ~0: same weights, same batches
+
+
+def test_best_is_replaced_only_when_val_loss_improves_and_eval_events_come_in_order(home, small_corpus, monkeypatch):
+    # The val losses of the four evals are set (the real ones are computed, then replaced): worse at step 8,
+    # better at 12, equal at 16 (equal is no improvement).
+    scripted = iter([3.0, 4.0, 2.5, 2.5])
+    real_loss_on = trainer_module._Trainer.loss_on
+
+    def loss_on(loop, batches):
+        real = real_loss_on(loop, batches)
+        return next(scripted) if batches is loop.eval_sets["val"] else real
+
+    monkeypatch.setattr(trainer_module._Trainer, "loss_on", loss_on)
+    run_dir = make_run(small_corpus, train=dict(max_steps=16, eval_interval=4, log_interval=4))
+    best_after: dict[int, int] = {}  # eval step -> the step of ckpt/best once that eval's checkpoints are written
+    weights: dict[tuple[str, int], dict] = {}
+
+    def watch(e: dict) -> None:
+        if e["event"] == "checkpoint":
+            best = ckpt.checkpoint_dir(run_dir, "best")
+            best_after[e["step"]] = ckpt.read_state(best)["step"] if best else None
+            weights[(e["kind"], e["step"])] = ckpt.load_model(run_dir, e["kind"])[0].state_dict()
+
+    summary = train(run_dir, on_event=watch)
+    assert best_after == {4: 4, 8: 4, 12: 12, 16: 12}
+    assert summary["best_val_loss"] == 2.5
+    best = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "best"))
+    assert (best["step"], best["val_loss"], best["best_val_loss"]) == (12, 2.5, 2.5)
+    model, _, _ = ckpt.load_model(run_dir, "best")  # best holds step 12's weights, not step 16's
+    assert all(torch.equal(v, weights[("latest", 12)][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, weights[("latest", 16)][k]) for k, v in model.state_dict().items())
+    # At each eval: eval, sample, heads, checkpoint latest, then checkpoint best only if it improved.
+    events = read_events(run_dir)
+    for step, improved in [(4, True), (8, False), (12, True), (16, False)]:
+        at = [(e["event"], e.get("kind")) for e in events if e["step"] == step and e["event"] not in ("step", "done")]
+        expected = [("eval", None), ("sample", None), ("heads", None), ("checkpoint", "latest")]
+        assert at == expected + ([("checkpoint", "best")] if improved else []), step
+
+
+def test_evals_leave_the_training_rng_untouched(home, small_corpus):
+    """Dropout and batches draw from the training RNG; evals (and their samples) must not: a run that evaluates
+    every 2 steps trains exactly like one that evaluates only at the end."""
+    over = dict(model=dict(dropout=0.1), train=dict(max_steps=10, log_interval=1))
+    often = make_run(small_corpus, "often", model=over["model"], train={**over["train"], "eval_interval": 2})
+    once = make_run(small_corpus, "once", model=over["model"], train={**over["train"], "eval_interval": 10})
+    train(often)
+    train(once)
+    assert len(losses(often, "eval", "val_loss")) == 5 and len(losses(once, "eval", "val_loss")) == 1
+    assert losses(often) == losses(once)
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(home, small_corpus):
@@ -167,7 +230,7 @@ def test_a_second_trainer_on_a_live_run_is_refused(home, small_corpus):
 
 
 def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(home, small_corpus, monkeypatch):
-    real_build = trainer_module.build_model
+    real_build = ckpt.build_model  # the trainer builds through checkpoint.build_for_training
     calls = {"n": 0}
 
     def poisoned(cfg):
@@ -183,15 +246,19 @@ def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(
         model.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(trainer_module, "build_model", poisoned)
+    monkeypatch.setattr(ckpt, "build_model", poisoned)
     run_dir = make_run(small_corpus, train=dict(log_interval=2))
-    with pytest.raises(RunError, match="loss became nan at step 8.*last good checkpoint is kept"):
+    with pytest.raises(RunError, match=r"loss became nan at step (\d+).*last good checkpoint is kept") as e:
         train(run_dir)
+    # Found at some step from 7 on (the loss is read at log points), before anything of it was saved.
+    found = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    assert 7 <= found <= 12
     events = read_events(run_dir)
-    assert events[-1]["event"] == "error" and "nan" in events[-1]["message"]
+    assert events[-1]["event"] == "error" and events[-1]["step"] == found and "nan" in events[-1]["message"]
     assert runs.run_info(run_dir).status == "failed"
+    assert [c["step"] for c in events if c["event"] == "checkpoint"] == [4, 4]  # latest and best at step 4
     state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
-    assert state["step"] == 4
+    assert state["step"] == 4  # the eval before the first NaN step
     model, _, _ = ckpt.load_model(run_dir, "latest")
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -274,3 +341,65 @@ def test_two_process_ddp_on_cpu(home, small_corpus):
     assert len(losses(run_dir)) == 6
     state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
     assert state["step"] == 6 and len(state["data_rng"]) == 2 and state["data_rng"][0] != state["data_rng"][1]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(v.split(b"=", 1)[1]) for v in env if v.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks' processes in Linux's /proc")
+def test_sigterm_to_one_torchrun_rank_stops_every_rank_cleanly(home, small_corpus):
+    """torchrun, 2 ranks, gloo: SIGTERM to rank 1 alone (rank 0 holds the lock and writes); all ranks agree on
+    the stop, both finish the same step, rank 0 checkpoints it, and torchrun exits 0 instead of hanging."""
+    import subprocess
+    import sys
+
+    run_dir = make_run(small_corpus, model=dict(n_layer=1, n_head=1, n_embd=16, block_size=16),
+                       train=dict(max_steps=100_000, batch_size=4, eval_interval=1000, sample_tokens=0,
+                                  device="cpu", dtype="fp32"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+                             "-m", "engine", "train", "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=home,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240  # two torch imports on a loaded 2-core machine
+        while not [e for e in read_events(run_dir) if e["event"] == "step" and e["step"] >= 3]:
+            assert proc.poll() is None and time.monotonic() < deadline, "the ranks did not start training"
+            time.sleep(0.2)
+        [rank1] = [pid for pid in _children(proc.pid) if _rank_of(pid) == 1]
+        os.kill(rank1, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("torchrun still runs 120 s after SIGTERM to rank 1: a rank hangs")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+    done = re.findall(r"done: stopped at step (\d+)", out)
+    assert len(done) == 2 and done[0] == done[1], out  # both ranks stopped, at the same step
+    events = read_events(run_dir)
+    assert events[-1]["event"] == "done" and events[-1]["reason"] == "stopped" and events[-1]["step"] == int(done[0])
+    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
+    assert state["step"] == int(done[0]) and len(state["data_rng"]) == 2
+    assert not runs.is_running(run_dir)

@@ -8,7 +8,8 @@ child per scenario; the test SIGKILLs the child. It reads one JSON command per l
                                                       past the last point, report the points and exit
                                                       N < 0: save steps S, S+1, ... without end
 
-and answers on stdout: "pid P" when the child is forked, then from the child "saved S" after both
+or "ping" (answered "pong": a test that killed a child reads up to it, so it has every line the child wrote).
+It answers on stdout: "pid P" when the child is forked, then from the child "saved S" after both
 checkpoints (latest, best) of step S are complete, "paused S NAME" when it pauses at hook NAME, and
 "points N NAME,NAME,..." (the hook points step S + 1 passed) when N was past them.
 
@@ -129,6 +130,9 @@ def main() -> None:
     children = []
     try:
         for line in sys.stdin:
+            if line.strip() == "ping":  # the children it forked so far are dead: their lines precede this answer
+                say("pong")
+                continue
             pid = os.fork()
             if pid == 0:
                 try:

@@ -112,7 +112,7 @@ def test_a_planted_pickle_is_refused_and_never_runs(run, tmp_path, payload, targ
         load(run)
     assert not marker.exists(), "the pickle ran"
     message = str(e.value)
-    assert "\n" not in message and (planted.name in message or "not a valid" in message or "not valid" in message)
+    assert "\n" not in message and str(planted) in message, message
 
 
 FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "joblib"}
@@ -249,7 +249,7 @@ def test_a_redirect_to_http_is_followed_and_still_capped_and_hashed(home, server
     body = b"followed " * 100
     _Handler.routes["/old"] = (302, {"Location": "/new"}, b"")
     _Handler.routes["/new"] = (200, {}, body)
-    with pytest.raises(CorpusError, match="cap and was aborted"):
+    with pytest.raises(CorpusError, match=f"larger than the cap of {len(body) - 1} bytes and was aborted"):
         load_corpus(f"{server}/old", max_download_bytes=len(body) - 1)
     assert downloads(home) == []
     assert load_corpus(f"{server}/old", max_download_bytes=len(body)).read_text() == body.decode()

@@ -1,5 +1,5 @@
-"""Shared pieces of the shell/Data/Tokenizer/Train TUI tests: a fixed corpus, a fixed finished run,
-the tiny training form, and waiting for the app's workers (all but the endless run follower)."""
+"""Shared pieces of the TUI tests: a fixed corpus, a fixed finished run, the tiny training form, and waiting
+for the app's workers (all but the endless run follower) or for a throttled redraw."""
 
 from __future__ import annotations
 
@@ -78,6 +78,19 @@ async def wait_for(pilot: Pilot, condition: Callable[[], Any], timeout: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what or condition}")
         await pilot.pause(0.1)
+
+
+async def zoom_shows(pilot: Pilot, tab: Any, matrix: Any, **view: Any) -> None:
+    """Wait for the Inspect tab's zoomed view to draw `matrix` (display_values options in `view`) with the
+    tab's position marked: its redraws are throttled to 10 a second, on a timer."""
+    import numpy as np
+
+    from tui.widgets.heatmap import Heatmap, display_values
+
+    expected = display_values(matrix, **view)
+    zoom = tab.query_one(Heatmap)
+    await wait_for(pilot, lambda: zoom.values is not None and zoom.values.shape == expected.shape
+                   and np.allclose(zoom.values, expected) and zoom.selected_row == tab.position, what="the redraw")
 
 
 async def fill_train_form(pilot: Pilot, values: dict[str, str]) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
+from types import SimpleNamespace
 
 import pytest
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, TabbedContent
 
 from engine.errors import CorpusError
-from tests.tui.pilot_helpers import settle, write_corpus
-from tui.app import SmallGPTApp
+from tests.tui.pilot_helpers import screen_svg, settle, wait_for, write_corpus
+import tui.messages
+from tui.app import TABS, SmallGPTApp
 from tui.messages import Progress, progress_poster
 from tui.screens import HelpScreen
 from tui.settings import Settings
@@ -57,12 +61,13 @@ async def test_command_palette_reaches_tabs_and_tab_actions(corpus):
         assert {"Go to Train", "Train: Start", "Train: Stop", "Data: Encode", "Tokenizer: Train tokenizer",
                 "Keys"} <= set(titles)
         await pilot.press("ctrl+p")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
         await pilot.press(*"Go to Inspect")
-        await pilot.pause(0.5)
+        hits = app.screen.query_one(CommandList)  # the search runs in the background: wait for its best hit
+        await wait_for(pilot, lambda: hits.highlighted is not None
+                       and "Go to Inspect" in str(hits.get_option_at_index(hits.highlighted).prompt), what="the hit")
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.query_one(TabbedContent).active == "inspect"
+        await wait_for(pilot, lambda: app.query_one(TabbedContent).active == "inspect", what="the Inspect tab")
 
 
 async def test_settings_remember_corpus_split_and_theme(corpus, home):
@@ -103,27 +108,39 @@ async def test_engine_error_is_one_notification_and_the_app_keeps_running(corpus
         assert "Loading failed" in str(app.query_one("#data-status").render())
 
 
-async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, home, monkeypatch):
+@pytest.fixture
+def app_logging(home):
+    """The logging smallgpt-tui's main() sets up (logs/smallgpt.log under the home), taken down after."""
+    from tui.cli import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging()
+    yield home / "logs" / "smallgpt.log"
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
+async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, app_logging, monkeypatch):
     import engine.corpora
 
     app = SmallGPTApp(corpus=corpus)
-    logging.getLogger().addHandler(handler := logging.FileHandler(home / "test.log"))
-    try:
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
 
-            def broken(*args, **kwargs) -> None:
-                raise KeyError("bug")
+        def broken(*args, **kwargs) -> None:
+            raise KeyError("bug")
 
-            monkeypatch.setattr(engine.corpora, "corpus_stats", broken)  # a bug in the engine
-            app.query_one(DataTab).load(corpus)
-            await settle(pilot)
-            [note] = [n.message for n in app._notifications]
-            assert note.startswith("Internal error (KeyError), see") and "smallgpt.log" in note
-            assert app.is_running
-    finally:
-        logging.getLogger().removeHandler(handler)
-    assert "Traceback" in (home / "test.log").read_text()
+        monkeypatch.setattr(engine.corpora, "corpus_stats", broken)  # a bug in the engine
+        app.query_one(DataTab).load(corpus)
+        await settle(pilot)
+        [note] = [n.message for n in app._notifications]
+        assert note == f"Internal error (KeyError), see {app_logging}"
+        assert app.is_running
+    log = app_logging.read_text()
+    assert "Traceback" in log and "in broken" in log and "KeyError: 'bug'" in log
 
 
 async def test_user_error_keeps_its_sentence_and_markup_is_not_interpreted(corpus):
@@ -134,27 +151,53 @@ async def test_user_error_keeps_its_sentence_and_markup_is_not_interpreted(corpu
         assert [n.message for n in app._notifications][-1] == "File [bold]x[/] is empty: give it some text."
 
 
-async def test_resizing_down_to_40x12_on_every_tab_does_not_crash(corpus):
+async def test_resizing_down_to_40x12_on_every_tab_lays_the_tab_out_again(corpus):
     app = SmallGPTApp(corpus=corpus)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        for key in "12345":
+        for key, (pane, title, _) in zip("12345", TABS):
             await pilot.press("escape", key)
-            for size in [(40, 12), (80, 24)]:
-                await pilot.resize_terminal(*size)
-                await pilot.pause()
-        assert app.is_running
+            tab = app.tab_widget(pane)
+            for width, height in [(40, 12), (80, 24)]:
+                await pilot.resize_terminal(width, height)
+                # The active tab is laid out again inside the new screen, under the tab bar.
+                await wait_for(pilot, lambda: app.screen.size == (width, height) and tab.region.width > 0
+                               and tab.region.height > 0 and app.screen.region.contains_region(tab.region),
+                               what=f"the {title} tab at {width}x{height}")
+                screen = screen_svg(app)
+                assert "Traceback" not in screen and title in screen
+        assert not app._notifications
 
 
-async def test_no_color_is_respected(corpus, monkeypatch):
-    monkeypatch.setenv("NO_COLOR", "1")
+def screen_colours(app: SmallGPTApp) -> set[str]:
+    """The colours of the screen's text and cell backgrounds, from the SVG screenshot (without the export's
+    window frame, and without its default colour for text that has none of its own)."""
+    from rich.terminal_theme import SVG_EXPORT_THEME
+
+    svg = screen_svg(app)
+    text = re.findall(r"\.terminal-\d+-r\d+ \{ fill: (#[0-9a-f]{6})", svg)
+    cells = re.findall(r'<rect fill="(#[0-9a-f]{6})"[^>]*shape-rendering="crispEdges"', svg)
+    return set(text + cells) - {SVG_EXPORT_THEME.foreground_color.hex}
+
+
+@pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])
+async def test_no_color_draws_every_tab_in_greys(corpus, monkeypatch, no_color):
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
     app = SmallGPTApp(corpus=corpus)
+    hues: set[str] = set()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        assert app.no_color
+        for key in "12345":
+            await pilot.press("escape", key)
+            await pilot.pause()
+            colours = screen_colours(app)
+            assert len(colours) >= 3  # something was drawn
+            hues |= {c for c in colours if not c[1:3] == c[3:5] == c[5:7]}
+    assert bool(hues) is not no_color, hues  # the same screens in colour have hues: the check can see them
 
 
-def test_progress_is_throttled_but_the_end_always_arrives():
+def test_progress_is_throttled_but_the_end_always_arrives(monkeypatch):
     class Sink:
         def __init__(self) -> None:
             self.got: list[Progress] = []
@@ -163,10 +206,13 @@ def test_progress_is_throttled_but_the_end_always_arrives():
             self.got.append(message)
             return True
 
+    now = [100.0]  # the poster's clock, driven by the test
+    monkeypatch.setattr(tui.messages, "time", SimpleNamespace(monotonic=lambda: now[0]))
     sink = Sink()
     report = progress_poster(sink, "k", max_rate=10)  # type: ignore[arg-type]
-    for i in range(10_000):
-        report(i / 10_000, "reading")
-    report(1.0, "done")
-    assert 1 <= len(sink.got) <= 3  # a tight loop lasts well under 0.2 s
-    assert sink.got[-1].fraction == 1.0 and sink.got[-1].label == "done"
+    for i in range(1000):  # 1,000 reports over 0.25 s: the first, then one per 0.1 s
+        now[0] = 100.0 + i * 0.00025
+        report(i / 1000, "reading")
+    assert [m.fraction for m in sink.got] == pytest.approx([0.0, 0.4, 0.8], abs=0.005)
+    report(1.0, "done")  # inside the window, but the end always goes out
+    assert len(sink.got) == 4 and (sink.got[-1].fraction, sink.got[-1].label) == (1.0, "done")

@@ -1,6 +1,6 @@
 """How the Generate and Inspect tabs look at 120x40 and 80x24 (pytest-textual-snapshot).
 
-Deterministic content: the tiny seed-initialised run of tests/tui/tiny_run.py, greedy decoding with a
+Deterministic content: the tiny seed-initialised run of benchmarks/tiny_run.py, greedy decoding with a
 fixed seed, fixed prompts, and the measured speed (the one thing that differs run to run) replaced by a
 fixed text. Update the pictures with `pytest tests/tui/test_snapshots_gen_inspect.py --snapshot-update`
 after an intended change.
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui.pilot_helpers import settle, wait_for
+from tests.tui.pilot_helpers import settle, wait_for, zoom_shows
 from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs import generate
 from tui.tabs.generate import GenerateTab
 from tui.tabs.inspect import InspectTab
+from tui.widgets.heatmap import HeadGrid
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicker
 
@@ -59,7 +60,7 @@ def test_generate_tab_after_a_greedy_run(snap_compare, run, size):
         await wait_for(pilot, lambda: not tab.running and tab.query_one("#out-a").token_count == 150,
                        what="150 tokens")
         tab.query_one("#out-a").focus()  # off the prompt: no blinking cursor in the picture
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: tab.query_one("#out-a").has_focus, what="the focus")
 
     assert snap_compare(SmallGPTApp(), terminal_size=size, run_before=generated)
 
@@ -67,9 +68,10 @@ def test_generate_tab_after_a_greedy_run(snap_compare, run, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_inspect_tab_head_grid(snap_compare, run, size):
     async def inspected(pilot):
-        await _inspect(pilot, "the cat sat on the mat")
+        tab = await _inspect(pilot, "the cat sat on the mat")
         await pilot.press("down", "right")  # select L1 H1
-        await pilot.pause(0.3)  # the redraw throttle
+        grid = tab.query_one(HeadGrid)  # the redraw is throttled: wait for it to mark L1 H1
+        await wait_for(pilot, lambda: (grid.sel_layer, grid.sel_head) == (1, 1), what="the redraw")
 
     assert snap_compare(SmallGPTApp(), terminal_size=size, run_before=inspected)
 
@@ -77,8 +79,8 @@ def test_inspect_tab_head_grid(snap_compare, run, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_inspect_tab_zoomed_head_with_sink_hidden(snap_compare, run, size):
     async def zoomed(pilot):
-        await _inspect(pilot, "the dog sat on the log. the cat")
+        tab = await _inspect(pilot, "the dog sat on the log. the cat")
         await pilot.press("enter", "up", "up", "f", "c", "t")  # zoom, query 2 tokens back, hide sink, sqrt, Next
-        await pilot.pause(0.3)
+        await zoom_shows(pilot, tab, tab.inspection.attn[0, 0], hide_first=True, scale="sqrt")
 
     assert snap_compare(SmallGPTApp(), terminal_size=size, run_before=zoomed)
