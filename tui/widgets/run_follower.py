@@ -118,7 +118,9 @@ class RunFollower(ReportsWorkerErrors, Widget):
             self._launched[key] = pid
             reap_when_done(pid)
         self.watches[key] = w
-        self.post_message(RunAttached(key))
+        # Straight to the app: a message stops bubbling at the widget whose handler made it, so posted here
+        # while the Train tab handles RunLaunched it never got past the tab (Generate kept the old run).
+        self.app.post_message(RunAttached(key))
         self.post_message(FollowChanged(force=True))
 
     def toggle_overlay(self, path: str) -> None:
