@@ -1,5 +1,12 @@
 """The Generate tab: stream text from a run's checkpoint, quantize it, and A/B fp32 against int8.
 
+The tab adapts to the run's task (RUN/config.toml [task], read in a worker when a run is picked):
+- lm: the prompt is continued in the output pane;
+- instruct: a chat. Enter sends a turn, the whole conversation (the run's template applied, not shown) is
+  the prompt, the reply streams into the transcript; ctrl+n starts a new chat;
+- classify: one bar per class with its probability, recomputed as you type (debounced, in a worker).
+A/B runs fp32 and int8 side by side in each: two outputs, two conversations, two sets of bars.
+
 Generation runs in a thread worker. Tokens are buffered in the worker and posted as one message at
 most every FLUSH_INTERVAL seconds (~30 UI updates a second however fast the model is), and the worker
 checks `is_cancelled` between tokens so Escape stops it at once. In A/B mode the worker runs the fp32
@@ -28,8 +35,9 @@ from engine.config import SamplingConfig, knobs
 from engine.errors import ConfigError
 from tui import model_cache
 from tui.tabs.base import EngineTab
+from tui.widgets.class_bars import ClassBars
 from tui.widgets.prompt_input import PromptInput
-from tui.widgets.run_picker import RunPicker
+from tui.widgets.run_picker import RunPicked, RunPicker
 from tui.widgets.token_stream import TokenStream
 from tui.workers import engine_work
 
@@ -37,6 +45,10 @@ FLUSH_INTERVAL = 1 / 30
 # The speed in a stream's border is redrawn a few times a second: changing a border repaints the whole pane,
 # which on a busy 2-core machine costs more than the text itself.
 STATS_INTERVAL = 0.25
+CLASSIFY_DEBOUNCE = 0.25  # seconds of no typing before the classify view asks the model
+PLACEHOLDERS = {"lm": "prompt (Enter or ctrl+s generates, Up/Down: history)",
+                "instruct": "message (Enter sends, ctrl+n new chat, Up/Down: history)",
+                "classify": "text to classify (the bars follow as you type)"}
 
 FIELDS = [k for k in knobs(SamplingConfig) if k.label]  # the sampling controls, in the order they are shown
 
@@ -47,6 +59,27 @@ class GenerationRequest:
     checkpoints: list[str]  # one (plain) or two (A/B: fp32 then int8)
     prompt: str
     sampling: dict[str, Any]  # SamplingConfig fields; built into one in the worker (torch stays off the UI thread)
+    # A chat: each side's conversation (A/B: each its own replies) and the run's template; the worker renders
+    # the prompt from them (engine.tasks.instruct imports torch, which stays off the UI thread).
+    chats: list[list[dict[str, str]]] | None = None
+    template: dict[str, str] | None = None
+
+
+@dataclass
+class RunTask(Message):
+    """What the picked run was trained for: kind lm | classify | instruct, and its RUN/task.json."""
+    run_dir: Path
+    kind: str
+    info: dict
+
+
+@dataclass
+class ClassProbs(Message):
+    side: int
+    run_dir: Path
+    checkpoint: str
+    text: str  # the text classified (a late answer for an older text is dropped)
+    probs: dict[str, float]
 
 
 @dataclass
@@ -100,6 +133,7 @@ class GenerateTab(EngineTab, can_focus=True):
         Binding("ctrl+b", "toggle_ab", "A/B int8"),
         Binding("ctrl+t", "quantize", "Quantize"),
         Binding("ctrl+o", "toggle_colors", "Prob colours"),
+        Binding("ctrl+n", "new_chat", "New chat"),
     ]
     DEFAULT_CSS = """
     GenerateTab { padding: 0 1; }
@@ -111,16 +145,26 @@ class GenerateTab(EngineTab, can_focus=True):
     GenerateTab #out-b { display: none; margin-left: 1; }
     GenerateTab.-ab #out-b { display: block; }
     GenerateTab #gen-status { height: 1; color: $text-muted; }
+    GenerateTab ClassBars { width: 1fr; display: none; }
+    GenerateTab #bars-b { margin-left: 1; }
+    GenerateTab.-classify #gen-params, GenerateTab.-classify TokenStream { display: none; }
+    GenerateTab.-classify #bars-a, GenerateTab.-classify.-ab #bars-b { display: block; }
     """
 
     ab_mode: reactive[bool] = reactive(False)
     running: reactive[bool] = reactive(False)
+    mode: reactive[str] = reactive("lm")  # the picked run's task: lm | instruct | classify
 
     def __init__(self) -> None:
         super().__init__()
         self._worker: Worker | None = None
         self._started = 0.0
         self._stats_shown: dict[int, float] = {}  # when each side's speed was last redrawn
+        self._task_run: Path | None = None  # the run whose task the view shows
+        self._task_info: dict = {}  # its RUN/task.json (labels, template)
+        self._chats: list[list[dict[str, str]]] = [[], []]  # each side's conversation (A/B: its own replies)
+        self._replies: dict[int, list[str]] = {}  # the reply streaming on each side
+        self._classify_timer: Any = None
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
@@ -136,6 +180,8 @@ class GenerateTab(EngineTab, can_focus=True):
         with Horizontal(id="gen-outputs"):
             yield TokenStream("output", id="out-a")
             yield TokenStream("int8", id="out-b")
+            yield ClassBars("classes", id="bars-a")
+            yield ClassBars("int8", id="bars-b")
         yield Static("ctrl+s generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8", id="gen-status")
 
     def on_key(self, event: events.Key) -> None:
@@ -153,10 +199,22 @@ class GenerateTab(EngineTab, can_focus=True):
         event.stop()
         self.action_generate()
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self.mode == "classify" and isinstance(event.input, PromptInput):
+            if self._classify_timer is not None:
+                self._classify_timer.stop()
+            self._classify_timer = self.set_timer(CLASSIFY_DEBOUNCE, self._request_classify)
+
     def action_generate(self) -> None:
         picker = self.query_one(RunPicker)
         if picker.run_dir is None:
             self.notify("No run selected: train one in the Train tab first.", severity="warning")
+            return
+        if self.mode == "classify":
+            self._request_classify()
+            return
+        if self.running:  # a chat turn waits for the reply before it (Escape stops it)
+            self.notify("Still generating: wait for the reply or press Escape.", severity="warning")
             return
         try:
             sampling = parse_sampling({k.name: self.query_one(f"#gen-{k.name}", Input).value for k in FIELDS})
@@ -165,18 +223,49 @@ class GenerateTab(EngineTab, can_focus=True):
             return
         prompt_input = self.query_one(PromptInput)
         prompt_input.commit()
-        if self.ab_mode:
-            fp32 = picker.checkpoint if picker.checkpoint != "int8" else "best"
-            checkpoints = [fp32, "int8"]
+        checkpoints = self._checkpoints()
+        text = prompt_input.value
+        request = GenerationRequest(picker.run_dir, checkpoints, text, sampling)
+        if self.mode == "instruct":
+            if not text.strip():
+                self.notify("Type a message first.", severity="warning")
+                return
+            for side in range(len(checkpoints)):
+                self._chat_turn(side, text)
+            request.chats = [list(chat) for chat in self._chats[:len(checkpoints)]]
+            request.template = self._task_info["template"]
+            prompt_input.value = ""
         else:
-            checkpoints = [picker.checkpoint]
-        request = GenerationRequest(picker.run_dir, checkpoints, prompt_input.value, sampling)
-        for stream in self.query(TokenStream):
-            stream.reset(prompt_input.value)
+            for stream in self.query(TokenStream):
+                stream.reset(text)
         self.running = True
         self._started = time.monotonic()
         self._set_status(f"generating from {picker.run_dir.name} ({' vs '.join(checkpoints)})…")
         self._worker = self._generate(request)
+
+    def _checkpoints(self) -> list[str]:
+        picker = self.query_one(RunPicker)
+        if self.ab_mode:
+            return [picker.checkpoint if picker.checkpoint != "int8" else "best", "int8"]
+        return [picker.checkpoint]
+
+    def _chat_turn(self, side: int, text: str) -> None:
+        """Add the user's turn to a side's conversation and transcript."""
+        chat = self._chats[side]
+        chat.append({"role": "user", "content": text})
+        self._replies[side] = []
+        self._side(side).append_text(("\n\n" if len(chat) > 1 else "") + f"› {text}\n", "bold")
+
+    def action_new_chat(self) -> None:
+        if self.mode != "instruct":
+            raise SkipAction()
+        if self.running and self._worker is not None:
+            self._worker.cancel()
+        self._chats = [[], []]
+        self._replies = {}
+        for stream in self.query(TokenStream):
+            stream.reset()
+        self._set_status("new chat · Enter sends")
 
     def action_stop(self) -> None:
         if not self.running or self._worker is None:
@@ -186,6 +275,8 @@ class GenerateTab(EngineTab, can_focus=True):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
             return self.running  # "Stop" shows in the Footer only while something streams
+        if action == "new_chat":
+            return self.mode == "instruct"
         return True
 
     def watch_running(self) -> None:
@@ -210,6 +301,86 @@ class GenerateTab(EngineTab, can_focus=True):
         self.set_class(ab, "-ab")
         self._set_status("A/B: fp32 left, int8 right, same seed and settings · ctrl+s generates both"
                          if ab else "single output · ctrl+s generates")
+        if self.mode == "instruct":
+            self.action_new_chat()  # the right side's conversation starts with the left's, empty
+        elif self.mode == "classify":
+            self._request_classify()
+
+    # -- the run's task ---------------------------------------------------------------------------------
+
+    def on_run_picked(self, message: RunPicked) -> None:
+        if message.run_dir is not None:
+            self._read_task(message.run_dir)
+
+    @engine_work("run-task")
+    def _read_task(self, run_dir: Path) -> None:
+        from engine.config import RunConfig
+        from engine.tasks import read_task_info
+
+        kind = RunConfig.load(run_dir / "config.toml").task.kind
+        self.post_message(RunTask(run_dir, kind, read_task_info(run_dir) if kind != "lm" else {}))
+
+    def on_run_task(self, message: RunTask) -> None:
+        if message.run_dir != self.query_one(RunPicker).run_dir:
+            return  # another run was picked meanwhile
+        same_run = message.run_dir == self._task_run
+        self._task_run, self._task_info = message.run_dir, message.info
+        if message.kind == "classify":
+            for bars in self.query(ClassBars):
+                bars.set_labels(message.info.get("labels", []))
+        if message.kind != self.mode:
+            self.mode = message.kind
+        elif self.mode == "instruct" and not same_run:
+            self.action_new_chat()  # another chat run: its own conversation
+        elif self.mode == "classify":
+            self._request_classify()  # another checkpoint: its answer
+
+    def watch_mode(self, old: str, mode: str) -> None:
+        self.set_class(mode == "classify", "-classify")
+        self.set_class(mode == "instruct", "-chat")
+        self.query_one(PromptInput).placeholder = PLACEHOLDERS[mode]
+        if self.running and self._worker is not None:
+            self._worker.cancel()
+        self._chats, self._replies = [[], []], {}
+        for stream in self.query(TokenStream):
+            stream.reset(title="chat" if mode == "instruct" else "output")
+        self.refresh_bindings()
+        self._set_status({"lm": "ctrl+s generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8",
+                          "instruct": "chat: Enter sends · esc stops the reply · ctrl+n new chat · ctrl+b A/B",
+                          "classify": "classify: type a text · ctrl+b A/B fp32 vs int8 · ctrl+t quantize"}[mode])
+        if mode == "classify":
+            self._request_classify()
+
+    # -- classify -----------------------------------------------------------------------------------------
+
+    def _request_classify(self) -> None:
+        run_dir = self.query_one(RunPicker).run_dir
+        text = self.query_one(PromptInput).value
+        if run_dir is None or self.mode != "classify":
+            return
+        if not text.strip():
+            for bars in self.query(ClassBars):
+                bars.probs = {}
+            return
+        self._classify(run_dir, self._checkpoints(), text)
+
+    @engine_work("classify")
+    def _classify(self, run_dir: Path, checkpoints: list[str], text: str) -> None:
+        from engine.tasks.classify import classify_texts
+
+        labels = self._task_info.get("labels", [])
+        for side, which in enumerate(checkpoints):
+            model, _, tokenizer = model_cache.load(run_dir, which)
+            if get_current_worker().is_cancelled:  # a newer text was typed meanwhile
+                return
+            probs = classify_texts(model, tokenizer, labels, [text])[0]
+            self.post_message(ClassProbs(side, run_dir, which, text, probs))
+
+    def on_class_probs(self, message: ClassProbs) -> None:
+        if message.text == self.query_one(PromptInput).value:
+            bars = self.query_one("#bars-a" if message.side == 0 else "#bars-b", ClassBars)
+            bars.border_title = f"{message.checkpoint} · {message.run_dir.name}"
+            bars.probs = message.probs
 
     # -- workers ----------------------------------------------------------------------------------------
 
@@ -221,11 +392,16 @@ class GenerateTab(EngineTab, can_focus=True):
 
         cfg = SamplingConfig(**request.sampling)
         for side, which in enumerate(request.checkpoints):
+            prompt = request.prompt
+            if request.chats is not None:
+                from engine.tasks.instruct import prompt_text
+
+                prompt = prompt_text(request.template, request.chats[side])
             # The checkpoint first: a narrow panel cuts the title's end, and side by side it is what differs.
             self.post_message(SideStarted(side, f"{which} · {request.run_dir.name} · loading…"))
             model, _, tokenizer = model_cache.load(request.run_dir, which)
             self.post_message(SideStarted(side, f"{which} · {request.run_dir.name}"))
-            self._stream(worker, side, generate(model, tokenizer, request.prompt, cfg))
+            self._stream(worker, side, generate(model, tokenizer, prompt, cfg))
             if worker.is_cancelled:
                 self.post_message(GenerationEnded("stopped"))
                 return
@@ -278,6 +454,12 @@ class GenerateTab(EngineTab, can_focus=True):
     def on_tokens_arrived(self, message: TokensArrived) -> None:
         stream = self._side(message.side)
         stream.append(message.tokens)
+        if message.side in self._replies:
+            reply = self._replies[message.side]
+            reply.extend(text for text, _ in message.tokens)
+            if message.final:  # the reply (as much as was shown, if stopped) joins the conversation
+                del self._replies[message.side]
+                self._chats[message.side].append({"role": "assistant", "content": "".join(reply)})
         now = time.monotonic()
         if message.final or now - self._stats_shown.get(message.side, 0.0) >= STATS_INTERVAL:
             self._stats_shown[message.side] = now
