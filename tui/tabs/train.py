@@ -83,14 +83,15 @@ class TrainTab(EngineTab):
             self.notify("Fix the fields marked in the form before starting.", severity="warning")
             return
         form.remember()
-        self.monitor.say("Creating the run…")
-        self._launch(cfg, form.run_name)
+        self.monitor.say("Creating the run…" if not form.fine_tune else "Creating the run (reading the task data)…")
+        self._launch(cfg, form.run_name, form.fine_tune)
 
     @engine_work("start")
-    def _launch(self, cfg: RunConfig, name: str | None) -> None:
+    def _launch(self, cfg: RunConfig, name: str | None, fine_tune: bool) -> None:
+        from engine.finetune import create_finetune_run
         from engine.runs import create_run, launch  # no torch: the trainer imports it in its own process
 
-        run_dir = create_run(cfg, name=name)
+        run_dir = create_finetune_run(cfg, name=name) if fine_tune else create_run(cfg, name=name)
         self.post_message(RunLaunched(Path(run_dir), launch(run_dir)))
 
     @engine_work("resume")

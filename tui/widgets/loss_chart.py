@@ -17,6 +17,7 @@ class Series:
     label: str
     x: list[float]
     y: list[float]
+    right: bool = False  # on the right y axis (a classifier's accuracy, 0..1, beside the losses)
 
 
 def downsample(x: list[float], y: list[float], max_points: int) -> tuple[list[float], list[float]]:
@@ -55,11 +56,12 @@ class LossChart(PlotextPlot):
         plt.xlabel("step")
         visible = [s for s in self.series if s.x]
         # A log scale needs positive values; losses are, but guard a bad event (0 or negative).
-        log = self.log_scale and all(v > 0 for s in visible for v in s.y)
+        log = self.log_scale and all(v > 0 for s in visible if not s.right for v in s.y)
         plt.yscale("log" if log else "linear")
         plt.title(("loss (log)" if log else "loss") if visible else self.empty_title)
         budget = max(10, 2 * (self.size.width or 80))
         for i, s in enumerate(visible):
             x, y = downsample(s.x, s.y, budget)
-            plt.plot(x, y, label=s.label, color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)])
+            plt.plot(x, y, label=s.label, color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)],
+                     yside="right" if s.right else "left")
         self.refresh()

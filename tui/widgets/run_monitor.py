@@ -98,8 +98,11 @@ class RunMonitor(Vertical):
         w = self.follower.followed
         if w is not None:
             h = w.history
-            series += [Series(f"{h.name} train", h.train_steps, h.train_loss),
-                       Series(f"{h.name} val", h.val_steps, h.val_loss)]
+            what = "response loss" if h.task == "instruct" else ""  # its loss counts response tokens only
+            series += [Series(f"{h.name} train {what}".rstrip(), h.train_steps, h.train_loss),
+                       Series(f"{h.name} val {what}".rstrip(), h.val_steps, h.val_loss)]
+            if h.val_accuracy:
+                series.append(Series(f"{h.name} val accuracy (right)", h.val_acc_steps, h.val_accuracy, right=True))
         for o in self.follower.overlaid():
             h = o.history
             series.append(Series(f"{h.name} val", h.val_steps, h.val_loss) if h.val_steps
@@ -134,6 +137,12 @@ def status_text(h: RunHistory, state: str) -> Text:
     text.append(f"step {h.step}/{h.max_steps or '?'}  ETA {format_duration(h.eta_seconds())}  {tps}\n")
     if h.error:  # also shown in full as a notification
         text.append(h.error, style="bold red")
-    else:
-        text.append(f"loss {last_loss}  val {last_val}  lr {lr}  params {human_count(h.params)}")
+        return text
+    if h.val_accuracy:
+        text.append(f"acc {h.val_accuracy[-1]:.1%}  ", style="bold")
+    if h.test_accuracy is not None:
+        text.append(f"test {h.test_accuracy:.1%}  ", style="bold")
+    text.append(f"loss {last_loss}  val {last_val}  lr {lr}  params {human_count(h.params)}")
+    if h.trainable_share is not None:
+        text.append(f" ({h.trainable_share:.1%} trainable)")
     return text
