@@ -55,6 +55,12 @@ def field_id(k: Knob) -> str:
     return f"f-{k.table}-{k.name}"
 
 
+def _form_order(k: Knob) -> int:
+    """The Task section reads: task, from, data; its columns; then how it trains (a stable sort: declaration
+    order within each group)."""
+    return 2 if k.path == "task.train" or k.table == "lora" else 1 if k.path.endswith("_col") else 0
+
+
 def saved_key(k: Knob) -> str:
     """The field's key in the settings' [train_form] table (model and train knobs by their bare names)."""
     return k.name if k.table in ("model", "train") else f"{k.table}_{k.name}"
@@ -86,11 +92,9 @@ class TrainForm(ReportsWorkerErrors, Vertical):
                             yield Label("preset", classes="field-label")
                             yield Select([(p, p) for p in PRESETS], value=self._preset, allow_blank=False,
                                          compact=True, id="preset")
-                    for cls in classes:
-                        for k in knobs(cls):
-                            if k.label:
-                                value = getattr(getattr(base, k.table), k.name)
-                                yield from self._field_row(k, saved.get(saved_key(k), value))
+                    for k in sorted((k for cls in classes for k in knobs(cls) if k.label), key=_form_order):
+                        value = getattr(getattr(base, k.table), k.name)
+                        yield from self._field_row(k, saved.get(saved_key(k), value))
                     if TaskConfig in classes:
                         yield Static(id="data-preview")
             with Horizontal(classes="field", id="run-name-row"):
@@ -300,6 +304,9 @@ class TrainForm(ReportsWorkerErrors, Vertical):
                 was_fine_tune = self.query_one("#sec-model").display is False
                 if select_id == "f-task-kind" and event.value in DEFAULT_DATA:
                     self.query_one("#f-data-corpus", Input).value = DEFAULT_DATA[str(event.value)]
+                rank = self.query_one(f"#{field_id(KNOB['lora.rank'])}", Input)
+                if event.value == "lora" and rank.value.strip() in ("", "0"):
+                    rank.value = "8"  # engine.lora's usual rank: a LoRA choice works as it comes
                 self._show_task_fields()
                 if self.fine_tune and (not was_fine_tune or select_id == "f-task-train"):
                     self._apply_recipe()
