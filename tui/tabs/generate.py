@@ -165,6 +165,7 @@ class GenerateTab(EngineTab, can_focus=True):
         self._chats: list[list[dict[str, str]]] = [[], []]  # each side's conversation (A/B: its own replies)
         self._replies: dict[int, list[str]] = {}  # the reply streaming on each side
         self._classify_timer: Any = None
+        self._discard = False  # a cancelled stream's last batches must not land in the view that replaced it
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
@@ -259,8 +260,7 @@ class GenerateTab(EngineTab, can_focus=True):
     def action_new_chat(self) -> None:
         if self.mode != "instruct":
             raise SkipAction()
-        if self.running and self._worker is not None:
-            self._worker.cancel()
+        self._cancel_for_new_view()
         self._chats = [[], []]
         self._replies = {}
         for stream in self.query(TokenStream):
@@ -306,6 +306,11 @@ class GenerateTab(EngineTab, can_focus=True):
         elif self.mode == "classify":
             self._request_classify()
 
+    def _cancel_for_new_view(self) -> None:
+        if self.running and self._worker is not None:
+            self._worker.cancel()
+            self._discard = True  # until its GenerationEnded
+
     # -- the run's task ---------------------------------------------------------------------------------
 
     def on_run_picked(self, message: RunPicked) -> None:
@@ -339,8 +344,7 @@ class GenerateTab(EngineTab, can_focus=True):
         self.set_class(mode == "classify", "-classify")
         self.set_class(mode == "instruct", "-chat")
         self.query_one(PromptInput).placeholder = PLACEHOLDERS[mode]
-        if self.running and self._worker is not None:
-            self._worker.cancel()
+        self._cancel_for_new_view()
         self._chats, self._replies = [[], []], {}
         for stream in self.query(TokenStream):
             stream.reset(title="chat" if mode == "instruct" else "output")
@@ -440,7 +444,7 @@ class GenerateTab(EngineTab, can_focus=True):
         # EngineTab's handler reports the error (Textual calls each class's handler along the MRO).
         if event.state == WorkerState.ERROR:
             if event.worker is self._worker:
-                self.running = False
+                self.running = self._discard = False
             self._set_status(f"{event.worker.group} failed (see the notification)")
 
     # -- messages from the worker -----------------------------------------------------------------------
@@ -452,6 +456,8 @@ class GenerateTab(EngineTab, can_focus=True):
         self._side(message.side).border_title = message.title
 
     def on_tokens_arrived(self, message: TokensArrived) -> None:
+        if self._discard:
+            return
         stream = self._side(message.side)
         stream.append(message.tokens)
         if message.side in self._replies:
@@ -467,6 +473,9 @@ class GenerateTab(EngineTab, can_focus=True):
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
         self.running = False
+        if self._discard:
+            self._discard = False
+            return
         parts = [f"{s.border_title.split(' · ')[-1]}: {s.border_subtitle}" for s in self.query(TokenStream)
                  if s.display and s.border_subtitle]
         self._set_status(f"{message.outcome} · " + " | ".join(parts))
