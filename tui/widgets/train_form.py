@@ -111,7 +111,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         with Horizontal(classes="field", id=f"{field_id(k)}-row"):
             yield Label(k.label, classes="field-label")
             if k.path == "task.init_from":  # the runs are listed in a worker (BaseRuns)
-                yield Select([("none: random init", "")], value="", allow_blank=False, compact=True, id=field_id(k))
+                yield Select([("scratch", "")], value="", allow_blank=False, compact=True, id=field_id(k))
             elif k.path == "task.train":
                 scope = value if value in dict(SCOPES).values() else "last" if str(value).startswith("last-") else ""
                 yield Select(SCOPES, value=scope, allow_blank=False, compact=True, id=field_id(k))
@@ -156,7 +156,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
     def on_base_runs(self, message: BaseRuns) -> None:
         select = self.query_one(f"#{field_id(KNOB['task.init_from'])}", Select)
         current = select.value
-        options = [("none: random init", ""), *message.options]
+        options = [("scratch", ""), *message.options]
         with select.prevent(Select.Changed):
             select.set_options(options)
             select.value = current if current in dict(options).values() else ""
