@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, Select
 
-from tests.tui.finetune_runs import write_chat_data, write_classify_data
+from benchmarks.finetune_runs import write_chat_data, write_classify_data
 from tests.tui.pilot_helpers import settle, wait_for
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab
 from tui.tabs.train import TrainTab

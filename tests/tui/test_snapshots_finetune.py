@@ -2,7 +2,7 @@
 (classify, LoRA, with the data preview), the Generate tab's classify view and its chat view after a turn.
 
 Deterministic content: fine-tuned runs made without a training process from the seed-initialised tiny run
-(tests/tui/finetune_runs.py), sampling with a fixed seed, the task data in the test's working directory (a relative
+(benchmarks/finetune_runs.py), sampling with a fixed seed, the task data in the test's working directory (a relative
 path in the form), the measured speed replaced by a fixed text. Update the pictures with
 `pytest tests/tui/test_snapshots_finetune.py --snapshot-update` after an intended change.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui.finetune_runs import make_finetuned_run, write_chat_data, write_classify_data
+from benchmarks.finetune_runs import make_finetuned_run, write_chat_data, write_classify_data
 from tests.tui.pilot_helpers import settle, wait_for
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs import generate
 from tui.tabs.generate import GenerateTab

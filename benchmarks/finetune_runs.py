@@ -1,5 +1,6 @@
-"""Task data and fine-tuned runs for the Train/Generate fine-tuning tests: small files in the tiny run's
-alphabet, and runs made with engine.finetune without a training process (seeded, so screens repeat)."""
+"""Task data and fine-tuned runs for the fine-tuning TUI tests and ui_generate.py's chat view: small files in
+the tiny run's alphabet, and runs made with engine.finetune without a training process (seeded, so screens
+repeat)."""
 
 from __future__ import annotations
 
