@@ -70,7 +70,7 @@ def field_for_error(message: str) -> Knob | None:
     """The form field a ConfigError sentence names first ("model.n_head must ...", "n_embd (..) must ...")."""
     best: tuple[int, Knob] | None = None
     for k in FIELDS:
-        m = re.search(rf"(?<![\w.])({k.table}\.)?{k.name}\b", message)
+        m = re.search(rf"(?<![\w.])({k.table}\.)?{k.name}(?![\w.])", message)  # not "train" in "train.lr"
         if m and (best is None or m.start() < best[0]):
             best = (m.start(), k)
     return best[1] if best else None
