@@ -40,13 +40,13 @@ def make_finetuned_run(base: Path, kind: str, data: Path, name: str, seed: int =
 
     from engine import checkpoint
     from engine.config import RunConfig
-    from engine.finetune import build_for_training, create_finetune_run, finetune_config
+    from engine.finetune import create_finetune_run, finetune_config
 
     cfg = finetune_config(kind, f"{base}:best", str(data), {"task": {"train": "head" if kind == "classify" else ""}})
     run = create_finetune_run(cfg, name=name)
     cfg = RunConfig.load(run / "config.toml")
     torch.manual_seed(seed)
-    model = build_for_training(cfg, fresh=True)
+    model = checkpoint.build_for_training(cfg, fresh=True)
     state = {"step": 0, "model_config": cfg.to_dict()["model"]}
     for which in ("latest", "best"):
         checkpoint.save_checkpoint(run, which, model, None, state)
