@@ -78,7 +78,8 @@ def row_transfer(quick: bool) -> dict:
     from engine import runs
     from engine.config import RunConfig, apply_overrides
     from engine.events import read_events
-    from engine.finetune import create_finetune_run, finetune_config
+    from engine.config import finetune_config
+    from engine.finetune import create_finetune_run
     from engine.trainer import train
 
     pre_steps, steps = (60, 30) if quick else (800, 300)

@@ -40,7 +40,8 @@ def make_finetuned_run(base: Path, kind: str, data: Path, name: str, seed: int =
 
     from engine import checkpoint
     from engine.config import RunConfig
-    from engine.finetune import create_finetune_run, finetune_config
+    from engine.config import finetune_config
+    from engine.finetune import create_finetune_run
 
     cfg = finetune_config(kind, f"{base}:best", str(data), {"task": {"train": "head" if kind == "classify" else ""}})
     run = create_finetune_run(cfg, name=name)

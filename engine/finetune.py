@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import RunConfig, apply_overrides
+from .config import RunConfig
 from .errors import CheckpointError, ConfigError, RunError
 from .events import EventWriter
 from .lora import export_peft, load_adapters
@@ -25,32 +25,6 @@ from .runs import run_path
 from .tasks import task_info, write_task_info
 
 CHECKPOINTS = ("best", "latest")
-# Fine-tuning recipe: a pretrained model wants a smaller step than training from scratch (seed 004 uses 5e-5
-# on GPT-2 124M; small models take more), adapters a larger one (few, zero-initialised parameters).
-RECIPE: dict[str, dict[str, object]] = {
-    "train": dict(max_steps=300, batch_size=16, lr=3e-4, min_lr=3e-5, warmup_steps=20, eval_interval=50,
-                  eval_batches=8, sample_tokens=60),
-}
-LORA_LR = 2e-3
-
-
-def finetune_config(kind: str, init_from: str, data: str, overrides: dict[str, dict[str, object]] | None = None
-                    ) -> RunConfig:
-    """The config of a new fine-tuning run: the recipe, then the given {table: {key: value}} overrides
-    (None values skipped, as unset flags)."""
-    overrides = overrides or {}
-    cfg = apply_overrides(RunConfig(), {**RECIPE, "task": {"kind": kind, "init_from": init_from},
-                                        "data": {"corpus": data}})
-    if (overrides.get("lora") or {}).get("rank"):
-        cfg.train.lr, cfg.train.min_lr = LORA_LR, LORA_LR / 10
-    cfg = apply_overrides(cfg, overrides)
-    if (overrides.get("train") or {}).get("lr") is not None and (overrides.get("train") or {}).get("min_lr") is None:
-        cfg.train.min_lr = cfg.train.lr / 10
-    return cfg.validate()
-
-
-
-
 def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path | None = None) -> Path:
     """A new run fine-tuning cfg.task.init_from on cfg.data.corpus (the task data): the base's [model] and
     tokenizer, the task's labels/template/split in RUN/task.json."""

@@ -8,8 +8,12 @@ Imports nothing heavy: the TUI and the CLI list runs through it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .errors import RunError
 
 CHECKPOINTS = ("latest", "best", "int8")  # what a run's checkpoint can be called
 
@@ -66,3 +70,13 @@ class RunDir:
     def is_run(self) -> bool:
         """A directory holds a run once it has its config.toml."""
         return self.config.is_file()
+
+
+def read_task_info(run_dir: "Path | str | RunDir") -> dict[str, Any]:
+    """A fine-tuned run's task.json (labels, template, split); torch-free, so the TUI reads it anywhere."""
+    path = RunDir(run_dir).task
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise RunError(f"Run {run_dir} has no readable {path.name}: create task runs with `smallgpt finetune`.") \
+            from None

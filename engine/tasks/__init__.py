@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import ConfigError, RunError
-from ..rundir import RunDir
+from ..rundir import RunDir, read_task_info  # noqa: F401 (engine.tasks.read_task_info for its callers)
 from ..tokenizer import Tokenizer
 from .base import Batch, Task, bucketed
 from .classify import ClassifyTask, balanced
@@ -70,12 +70,3 @@ def task_info(cfg: RunConfig) -> tuple[TaskData, dict[str, Any]]:
 
 def write_task_info(run_dir: Path, info: dict[str, Any]) -> None:
     RunDir(run_dir).task.write_text(json.dumps(info, indent=1, ensure_ascii=False))
-
-
-def read_task_info(run_dir: Path) -> dict[str, Any]:
-    path = RunDir(run_dir).task
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise RunError(f"Run {run_dir} has no readable {path.name}: create task runs with `smallgpt finetune`.") \
-            from None

@@ -18,7 +18,8 @@ from engine import runs
 from engine.config import ModelConfig, RunConfig, apply_overrides
 from engine.errors import ConfigError, CorpusError
 from engine.events import read_events
-from engine.finetune import create_finetune_run, finetune_config
+from engine.config import finetune_config
+from engine.finetune import create_finetune_run
 from engine.lora import LoRALinear, apply_lora, export_peft, merge
 from engine.models import build_model
 from engine.tasks.records import load_task_data

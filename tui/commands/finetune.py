@@ -20,7 +20,8 @@ from engine.process import training_process_settings
 from .train import _fmt, _TrainProgress
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from engine.finetune import create_finetune_run, finetune_config
+    from engine.config import finetune_config
+    from engine.finetune import create_finetune_run
 
     out = Console(stderr=True, highlight=False) if args.json else console
     from tui.cli import knob_overrides

@@ -320,7 +320,7 @@ class GenerateTab(EngineTab, can_focus=True):
     @engine_work("run-task")
     def _read_task(self, run_dir: Path) -> None:
         from engine.config import RunConfig
-        from engine.tasks import read_task_info
+        from engine.rundir import read_task_info  # no torch: a picked run's view is known before its model loads
 
         kind = RunConfig.load(run_dir / "config.toml").task.kind
         self.post_message(RunTask(run_dir, kind, read_task_info(run_dir) if kind != "lm" else {}))

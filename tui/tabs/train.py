@@ -88,10 +88,14 @@ class TrainTab(EngineTab):
 
     @engine_work("start")
     def _launch(self, cfg: RunConfig, name: str | None, fine_tune: bool) -> None:
-        from engine.finetune import create_finetune_run
         from engine.runs import create_run, launch  # no torch: the trainer imports it in its own process
 
-        run_dir = create_finetune_run(cfg, name=name) if fine_tune else create_run(cfg, name=name)
+        if fine_tune:  # reads the task data and the base run (engine.finetune imports torch: in this worker)
+            from engine.finetune import create_finetune_run
+
+            run_dir = create_finetune_run(cfg, name=name)
+        else:
+            run_dir = create_run(cfg, name=name)
         self.post_message(RunLaunched(Path(run_dir), launch(run_dir)))
 
     @engine_work("resume")

@@ -208,7 +208,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
 
     def _apply_recipe(self) -> None:
         """A fine-tune's training fields start from engine.finetune's recipe (the LoRA learning rate for LoRA)."""
-        from engine.finetune import LORA_LR, RECIPE
+        from engine.config import LORA_LR, RECIPE
 
         values = dict(RECIPE["train"])
         if self._raw(KNOB["task.train"]) == "lora":
@@ -264,7 +264,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
                 cfg = apply_overrides(RunConfig(), values)
                 validate(cfg)
                 return cfg, {}
-            from engine.finetune import finetune_config
+            from engine.config import finetune_config
 
             if not init_from:
                 raise ConfigError(f"task.init_from: a {kind} run fine-tunes a base run: pick one in 'from'.")
