@@ -147,7 +147,7 @@ class GenerateTab(EngineTab, can_focus=True):
     GenerateTab #gen-status { height: 1; color: $text-muted; }
     GenerateTab ClassBars { width: 1fr; display: none; }
     GenerateTab #bars-b { margin-left: 1; }
-    GenerateTab.-classify #gen-params, GenerateTab.-classify TokenStream { display: none; }
+    GenerateTab.-classify #gen-params, GenerateTab.-classify #out-a, GenerateTab.-classify.-ab #out-b { display: none; }
     GenerateTab.-classify #bars-a, GenerateTab.-classify.-ab #bars-b { display: block; }
     """
 
@@ -346,8 +346,8 @@ class GenerateTab(EngineTab, can_focus=True):
         self.query_one(PromptInput).placeholder = PLACEHOLDERS[mode]
         self._cancel_for_new_view()
         self._chats, self._replies = [[], []], {}
-        for stream in self.query(TokenStream):
-            stream.reset(title="chat" if mode == "instruct" else "output")
+        self._side(0).reset(title="chat" if mode == "instruct" else "output")
+        self._side(1).reset(title="int8")
         self.refresh_bindings()
         self._set_status({"lm": "ctrl+s generate · esc stop · ctrl+t quantize · ctrl+b A/B fp32 vs int8",
                           "instruct": "chat: Enter sends · esc stops the reply · ctrl+n new chat · ctrl+b A/B",
