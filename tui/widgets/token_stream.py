@@ -98,8 +98,8 @@ class TokenStream(ScrollView, can_focus=True):
         self._pieces.extend(pieces)
         for piece, how in pieces:
             self._tail.append(piece, style=self._style(how))
-        self._wrap_tail()
-        if follow:
+        if self._wrap_tail() and follow:
+            # Only a new line moves the end: scrolling (even to where it is) repaints the whole screen.
             self.scroll_end(animate=False, immediate=True)
 
     def set_stats(self, line: str) -> None:
@@ -128,9 +128,10 @@ class TokenStream(ScrollView, can_focus=True):
             self._tail.append(piece, style=self._style(how))
         self._wrap_tail()
 
-    def _wrap_tail(self) -> None:
+    def _wrap_tail(self) -> bool:
+        """Re-wrap the tail; True when the text gained a line."""
         if not self.is_mounted:
-            return
+            return False
         self._wrap_width = width = self._content_width()
         console = self.app.console
         lines_before = len(self._frozen) + len(self._tail_lines)
@@ -152,8 +153,9 @@ class TokenStream(ScrollView, can_focus=True):
         if total == lines_before:
             # Most batches only lengthen the last line: repaint that line, not the whole pane.
             self.refresh_lines(total - 1)
-        else:
-            self.refresh()
+            return False
+        self.refresh()
+        return True
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # The widget's style, computed from the ancestors' styles, is the same for every line of a render:
