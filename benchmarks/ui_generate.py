@@ -65,7 +65,9 @@ async def _tui_run(tokens: int, view: str = "lm") -> dict:
         def action_probe(self) -> None:
             handled.append(time.perf_counter())
 
-    app = ProbeApp()
+    # The tiny run's own corpus: with the default (python-docs) the Data tab would prepare and profile the
+    # whole built-in corpus in this fresh home, in the background, while the stream is measured.
+    app = ProbeApp(corpus=str(Path(os.environ["SMALLGPT_HOME"]) / "corpora" / "tiny.txt"))
     latencies: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("4")
