@@ -1,7 +1,12 @@
-"""Run configuration: dataclasses saved to and loaded from TOML, presets, and validation.
+"""Run configuration: dataclasses saved to and loaded from TOML, presets, and validation; sampling settings.
 
 A run's config.toml has three tables, [model], [data] and [train], one per dataclass below. Unknown keys
 are refused (a typo must not be silently ignored); missing keys take their defaults.
+
+Every setting is a knob, declared once as a field of these dataclasses with `knob(...)`: its type and
+default, help, choices, bounds, the `smallgpt` commands that take it as a --flag and its label in the
+TUI's form. The CLI flags, the flag -> TOML mapping, the Train and Generate tabs' fields and validate()
+are generated from these declarations (knobs(), knobs_for()), so adding a knob is one field here.
 """
 
 from __future__ import annotations
@@ -9,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
@@ -19,50 +25,154 @@ MODEL_KINDS = ("gpt", "lstm")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+CHECKPOINTS = ("best", "latest", "int8")  # the checkpoints of a run a command or tab can load
+DEFAULT_PRESET = "tiny"
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[str]": list}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting as declared by knob(): where it is read from and how it is checked."""
+
+    table: str  # "model" | "data" | "train" (a run's config.toml) | "sample" (SamplingConfig)
+    name: str  # the dataclass field and TOML key; the CLI flag is --name-with-dashes
+    type: type  # int | float | str | bool | list (of str: a repeatable flag)
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    bounds: str = ""  # an interval such as "[1, inf)" or "(0, 0.5)", checked by validate()
+    commands: tuple[str, ...] = ()  # the `smallgpt` commands that take it as a flag
+    label: str = ""  # its label in a TUI form (Train tab: model/train knobs; Generate tab: sample); "" = none
+    optional: bool = False  # None is allowed: "off" (an empty form field)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def path(self) -> str:
+        return f"{self.table}.{self.name}"
+
+    def parse(self, raw: str) -> Any:
+        """A form field's text as a value; ValueError("must be ... (got '...')") when it is not one."""
+        raw = raw.strip()
+        if self.optional and raw == "":
+            return None
+        if self.type in (int, float):
+            try:
+                return self.type(raw)
+            except ValueError:
+                what = "a whole number" if self.type is int else "a number"
+                raise ValueError(f"must be {what} (got '{raw}')") from None
+        return raw
+
+    def check(self, value: Any) -> None:
+        """ConfigError (one sentence) when value is outside the knob's choices or bounds."""
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.path} must be one of {', '.join(self.choices)} (got '{value}').")
+        if not self.bounds or (value is None and self.optional):
+            return
+        lo, hi = (float(x) for x in self.bounds[1:-1].split(","))
+        above = value > lo or (self.bounds[0] == "[" and value == lo)
+        below = value < hi or (self.bounds[-1] == "]" and value == hi)  # NaN fails both
+        if not (above and below):
+            raise ConfigError(f"{self.path} must be {self._rule(lo, hi)} (got {value}).")
+
+    def _rule(self, lo: float, hi: float) -> str:
+        if hi == math.inf and self.type is int:
+            return "a positive whole number" if lo == 1 else "zero or more" if lo == 0 else f"at least {lo:g}"
+        if hi == math.inf:
+            return f"a finite number {'>=' if self.bounds[0] == '[' else '>'} {lo:g}"
+        if self.bounds[0] + self.bounds[-1] == "()":
+            return f"between {lo:g} and {hi:g}"
+        return f"in {self.bounds}"
+
+
+def knob(default: Any, help: str, *, choices: tuple[str, ...] = (), bounds: str = "",
+         commands: tuple[str, ...] = (), label: str = "") -> Any:
+    """A dataclass field declaring a knob (see Knob); a list default is copied for each instance."""
+    meta = {"knob": dict(help=help, choices=choices, bounds=bounds, commands=commands, label=label)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@cache
+def knobs(cls: type) -> tuple[Knob, ...]:
+    """The knobs a config dataclass declares, in declaration order."""
+    out = []
+    for f in fields(cls):
+        if "knob" not in f.metadata:
+            continue
+        kind = str(f.type).replace(" | None", "")
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        out.append(Knob(cls.TABLE, f.name, _TYPES[kind], default, optional="None" in str(f.type),
+                        **f.metadata["knob"]))
+    return tuple(out)
+
+
+def knobs_for(command: str) -> list[Knob]:
+    """The knobs a `smallgpt` command takes as flags."""
+    return [k for cls in (ModelConfig, DataConfig, TrainConfig, SamplingConfig) for k in knobs(cls)
+            if command in k.commands]
+
+
+TRAIN = ("train",)  # the knobs `smallgpt train` takes as flags
+GENERATE = ("generate",)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "gpt"
-    vocab_size: int = 0  # taken from the tokenizer when the run is created
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    mlp_ratio: int = 4
-    bias: bool = True
+    TABLE: ClassVar[str] = "model"
+    kind: str = knob("gpt", "architecture", choices=MODEL_KINDS, label="kind")
+    vocab_size: int = knob(0, "taken from the tokenizer when the run is created")
+    n_layer: int = knob(4, "transformer blocks (LSTM: layers)", bounds="[1, inf)", commands=TRAIN, label="layers")
+    n_head: int = knob(4, "attention heads per block", bounds="[1, inf)", commands=TRAIN, label="heads")
+    n_embd: int = knob(128, "embedding width", bounds="[1, inf)", commands=TRAIN, label="width")
+    block_size: int = knob(64, "context length in tokens", bounds="[1, inf)", commands=TRAIN, label="block size")
+    dropout: float = knob(0.0, "dropout probability", bounds="[0, 1)", commands=TRAIN, label="dropout")
+    mlp_ratio: int = knob(4, "MLP width as a multiple of n_embd", bounds="[1, inf)")
+    bias: bool = knob(True, "biases in the linear layers and LayerNorms")
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "python-docs"
-    tokenizer: str = ""  # path to a tokenizer.json; empty: train one of tokenizer_kind on the corpus
-    tokenizer_kind: str = "char"
-    vocab_size: int = 0  # for word/bpe tokenizers trained by the run; 0 means the kind's default
-    val_ratio: float = 0.1
+    TABLE: ClassVar[str] = "data"
+    corpus: str = knob("python-docs", "built-in name, catalog name, file, folder, glob or http(s) URL",
+                       commands=TRAIN)
+    tokenizer: str = knob("", "path to a tokenizer.json; empty: train one of tokenizer_kind on the corpus",
+                          commands=TRAIN)
+    tokenizer_kind: str = knob("char", "the tokenizer the run trains when none is given", choices=TOKENIZER_KINDS,
+                               commands=TRAIN)
+    vocab_size: int = knob(0, "vocabulary of a word/bpe tokenizer the run trains; 0: the kind's default",
+                           bounds="[0, inf)", commands=TRAIN)
+    val_ratio: float = knob(0.1, "share of the corpus held out for validation (its end)", bounds="(0, 0.5)")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 2000
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_batches: int = 20
-    sample_tokens: int = 200
-    log_interval: int = 10
-    dtype: str = "auto"
-    device: str = "auto"
-    compile: bool = False
-    seed: int = 1337
+    TABLE: ClassVar[str] = "train"
+    batch_size: int = knob(32, "sequences per step", bounds="[1, inf)", commands=TRAIN, label="batch")
+    grad_accum: int = knob(1, "micro-batches accumulated per step", bounds="[1, inf)", commands=TRAIN,
+                           label="grad accum")
+    lr: float = knob(2e-3, "peak learning rate", bounds="(0, inf)", commands=TRAIN, label="learning rate")
+    min_lr: float = knob(2e-4, "learning rate at the end of the cosine schedule", bounds="[0, inf)")
+    warmup_steps: int = knob(100, "steps of linear warmup", bounds="[0, inf)", commands=TRAIN, label="warmup")
+    max_steps: int = knob(2000, "optimizer steps to train", bounds="[1, inf)", commands=TRAIN, label="steps")
+    weight_decay: float = knob(0.1, "AdamW weight decay", bounds="[0, inf)", commands=TRAIN, label="weight decay")
+    beta1: float = knob(0.9, "AdamW beta1", bounds="[0, 1)")
+    beta2: float = knob(0.99, "AdamW beta2", bounds="[0, 1)")
+    grad_clip: float = knob(1.0, "gradient norm clip (0: off)", bounds="[0, inf)", commands=TRAIN,
+                            label="grad clip")
+    eval_interval: int = knob(250, "steps between evaluations", bounds="[1, inf)", commands=TRAIN,
+                              label="eval every")
+    eval_batches: int = knob(20, "batches per evaluation", bounds="[1, inf)", commands=TRAIN)
+    sample_tokens: int = knob(200, "tokens sampled at each evaluation", bounds="[0, inf)")
+    log_interval: int = knob(10, "steps between step events", bounds="[1, inf)")
+    dtype: str = knob("auto", "compute dtype (auto: bf16 where fast)", choices=DTYPES, commands=TRAIN, label="dtype")
+    device: str = knob("auto", "where to train", choices=DEVICES, commands=TRAIN, label="device")
+    compile: bool = knob(False, "torch.compile the model", commands=TRAIN)
+    seed: int = knob(1337, "random seed", commands=TRAIN, label="seed")
 
 
 @dataclass
@@ -95,6 +205,45 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         validate(self)
         return self
+
+
+@dataclass
+class SamplingConfig:
+    """How `engine.sampler.generate` picks tokens. temperature 0 = greedy."""
+
+    TABLE: ClassVar[str] = "sample"
+    temperature: float = knob(0.8, "softmax temperature, 0 = greedy", commands=GENERATE, label="temp")
+    top_k: int | None = knob(None, "keep the k most likely tokens (above the vocab size: all)", commands=GENERATE,
+                             label="top-k")
+    top_p: float | None = knob(None, "keep the most likely tokens up to this probability mass", commands=GENERATE,
+                               label="top-p")
+    repetition_penalty: float = knob(1.0, "> 1 discourages ids already in the context (CTRL)", commands=GENERATE,
+                                     label="rep")
+    max_new_tokens: int = knob(200, "tokens to generate", commands=GENERATE, label="max")
+    seed: int = knob(0, "random seed", commands=GENERATE, label="seed")
+    stop: list[str] = knob([], "stop string (repeatable)", commands=GENERATE)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError with one sentence for the first invalid field."""
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be a whole number >= 0 (got {self.max_new_tokens!r}).")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, 0 meaning greedy (got {self.temperature!r}).")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"top_k must be a whole number >= 1, or unset to keep every token (got {self.top_k!r}).")
+        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ConfigError(f"top_p must be in (0, 1], or unset to keep every token (got {self.top_p!r}).")
+        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
+                and self.repetition_penalty > 0):
+            raise ConfigError(f"repetition_penalty must be a number > 0, 1 meaning none "
+                              f"(got {self.repetition_penalty!r}).")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError(f"stop must be a list of non-empty strings (got {self.stop!r}).")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be a whole number (got {self.seed!r}).")
 
 
 # Presets set the model shape and, where the shape wants it, the training recipe. `tiny` is the classic
@@ -139,41 +288,17 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> Run
 
 
 def validate(cfg: RunConfig) -> None:
-    """Raise ConfigError with one clear sentence for the first invalid field."""
-    m, d, t = cfg.model, cfg.data, cfg.train
-    _choice("model.kind", m.kind, MODEL_KINDS)
-    _choice("data.tokenizer_kind", d.tokenizer_kind, TOKENIZER_KINDS)
-    _choice("train.dtype", t.dtype, DTYPES)
-    _choice("train.device", t.device, DEVICES)
-    for name, value in [("model.n_layer", m.n_layer), ("model.n_embd", m.n_embd), ("model.n_head", m.n_head),
-                        ("model.block_size", m.block_size), ("model.mlp_ratio", m.mlp_ratio),
-                        ("train.max_steps", t.max_steps), ("train.batch_size", t.batch_size),
-                        ("train.grad_accum", t.grad_accum), ("train.eval_interval", t.eval_interval),
-                        ("train.eval_batches", t.eval_batches), ("train.log_interval", t.log_interval)]:
-        if value < 1:
-            raise ConfigError(f"{name} must be a positive whole number (got {value}).")
-    for name, value in [("data.vocab_size", d.vocab_size), ("train.warmup_steps", t.warmup_steps),
-                        ("train.sample_tokens", t.sample_tokens)]:
-        if value < 0:
-            raise ConfigError(f"{name} must be zero or more (got {value}).")
+    """Raise ConfigError with one clear sentence for the first invalid field: each knob's choices and bounds,
+    then the rules that tie two knobs together."""
+    for obj in (cfg.model, cfg.data, cfg.train):
+        for k in knobs(type(obj)):
+            k.check(getattr(obj, k.name))
+    m, t = cfg.model, cfg.train
     if m.kind == "gpt" and m.n_embd % m.n_head:
         raise ConfigError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head}): "
                           f"pick a width that is a multiple of the head count.")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1) (got {m.dropout}).")
-    if not 0.0 < d.val_ratio < 0.5:
-        raise ConfigError(f"data.val_ratio must be between 0 and 0.5 (got {d.val_ratio}).")
-    for name, value in [("train.lr", t.lr), ("train.min_lr", t.min_lr), ("train.weight_decay", t.weight_decay),
-                        ("train.grad_clip", t.grad_clip)]:
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{name} must be a finite number >= 0 (got {value}).")
-    if t.lr == 0:
-        raise ConfigError("train.lr must be greater than 0.")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr}).")
-    for name, value in [("train.beta1", t.beta1), ("train.beta2", t.beta2)]:
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{name} must be in [0, 1) (got {value}).")
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -210,11 +335,6 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)} (got '{value}').")
 
 
 def _build(cls, values: dict[str, Any], table: str):

@@ -15,15 +15,14 @@ stop string, so "".join(pieces) == tokenizer.decode(ids) (cut before the stop st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
+from .config import SamplingConfig  # declared with the other knobs; imported from here too
 from .process import torch_threads
 
 
@@ -32,39 +31,6 @@ class TokenizerLike(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
-
-
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 200
-    temperature: float = 0.8  # 0 = greedy
-    top_k: int | None = None  # above the vocab size it is clamped
-    top_p: float | None = None
-    repetition_penalty: float = 1.0  # > 1 discourages ids already in the context (CTRL)
-    stop: list[str] = field(default_factory=list)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ConfigError with one sentence for the first invalid field."""
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be a whole number >= 0 (got {self.max_new_tokens!r}).")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ConfigError(f"temperature must be a finite number >= 0, 0 meaning greedy (got {self.temperature!r}).")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ConfigError(f"top_k must be a whole number >= 1, or unset to keep every token (got {self.top_k!r}).")
-        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ConfigError(f"top_p must be in (0, 1], or unset to keep every token (got {self.top_p!r}).")
-        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
-                and self.repetition_penalty > 0):
-            raise ConfigError(f"repetition_penalty must be a number > 0, 1 meaning none "
-                              f"(got {self.repetition_penalty!r}).")
-        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
-            raise ConfigError(f"stop must be a list of non-empty strings (got {self.stop!r}).")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be a whole number (got {self.seed!r}).")
 
 
 @dataclass

@@ -10,7 +10,9 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
+from engine.config import CHECKPOINTS, DEFAULT_PRESET, PRESETS, TOKENIZER_KINDS, Knob, knobs_for
 from engine.errors import SmallGPTError
 from engine.paths import log_path
 
@@ -22,6 +24,37 @@ def _positive_int(s: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a positive whole number (got {s})")
     return v
+
+
+def add_knob_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """A flag for each knob `command` takes (engine.config declares them). A flag left out is None, so it
+    overrides nothing: the preset, the --config file or the sampler's default stands."""
+    for k in knobs_for(command):
+        help = k.help
+        if k.table == "sample" and k.type is not list:  # a run's knobs default to its preset's values
+            help += f" (default {'off' if k.default is None else k.default})"
+        if k.type is bool:
+            parser.add_argument(k.flag, action="store_true", default=None, help=help)
+        elif k.type is list:
+            parser.add_argument(k.flag, action="append", help=help)
+        else:
+            parser.add_argument(k.flag, type=_flag_type(k), choices=k.choices or None, help=help)
+
+
+def knob_overrides(args: argparse.Namespace, command: str) -> dict[str, dict[str, Any]]:
+    """{table: {knob: value}} of the knob flags given on the command line."""
+    out: dict[str, dict[str, Any]] = {}
+    for k in knobs_for(command):
+        value = getattr(args, k.name, None)
+        if value is not None:
+            out.setdefault(k.table, {})[k.name] = value
+    return out
+
+
+def _flag_type(k: Knob):
+    if k.type is int and k.bounds.startswith("[1,"):
+        return _positive_int
+    return k.type
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = tok.add_subparsers(dest="action", required=True)
     t = tsub.add_parser("train", help="train a tokenizer on a corpus")
     t.add_argument("--corpus", required=True)
-    t.add_argument("--kind", choices=["char", "word", "bpe"], required=True)
+    t.add_argument("--kind", choices=TOKENIZER_KINDS, required=True)
     t.add_argument("--vocab-size", type=_positive_int)
     t.add_argument("--out", required=True, help="where to write tokenizer.json")
     t.add_argument("--json", action="store_true")
@@ -53,45 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
 
     tr = sub.add_parser("train", help="train a GPT or LSTM (foreground, or --detach)")
-    tr.add_argument("--corpus")
-    tr.add_argument("--tokenizer", help="path to a tokenizer.json")
-    tr.add_argument("--tokenizer-kind", choices=["char", "word", "bpe"])
-    tr.add_argument("--vocab-size", type=_positive_int)
-    tr.add_argument("--preset", help="tiny|small|medium|seed19m|lstm|gpt2")
+    tr.add_argument("--preset", help=f"model shape and recipe: {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     tr.add_argument("--config", help="a TOML config ([model], [data], [train]); flags override it")
     where = tr.add_mutually_exclusive_group()
     where.add_argument("--run", help="run name under checkpoints/")
     where.add_argument("--run-dir", help="run directory path")
     tr.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     tr.add_argument("--detach", action="store_true", help="start in the background and return")
-    for flag, typ in [("--max-steps", _positive_int), ("--batch-size", _positive_int),
-                      ("--block-size", _positive_int), ("--grad-accum", _positive_int), ("--lr", float),
-                      ("--warmup-steps", int), ("--eval-interval", _positive_int),
-                      ("--eval-batches", _positive_int), ("--dropout", float), ("--weight-decay", float),
-                      ("--grad-clip", float), ("--n-layer", _positive_int), ("--n-head", _positive_int),
-                      ("--n-embd", _positive_int), ("--seed", int)]:
-        tr.add_argument(flag, type=typ)
-    tr.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    tr.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    tr.add_argument("--compile", action="store_true", default=None)
+    add_knob_flags(tr, "train")
     tr.add_argument("--json", action="store_true")
 
     g = sub.add_parser("generate", help="stream text from a run")
     g.add_argument("run", help="run name under checkpoints/ or a run directory")
-    g.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    g.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     g.add_argument("--prompt", default="")
-    g.add_argument("--max-new-tokens", type=_positive_int, default=200)
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    g.add_argument("--seed", type=int, default=0)
+    add_knob_flags(g, "generate")
     g.add_argument("--json", action="store_true")
 
     e = sub.add_parser("eval", help="validation loss and perplexity of a run")
     e.add_argument("run")
-    e.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    e.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     e.add_argument("--json", action="store_true")
 
     q = sub.add_parser("quantize", help="write an int8 checkpoint to RUN/ckpt/int8/")
@@ -101,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="attention heatmaps and head metrics")
     i.add_argument("run")
     i.add_argument("--prompt", required=True)
-    i.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    i.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     i.add_argument("--layer", type=int, default=0)
     i.add_argument("--head", type=int, default=0)
     i.add_argument("--json", action="store_true")

@@ -10,6 +10,7 @@ import time
 from rich.console import Console
 
 from engine.runs import resolve_run
+from tui.cli import knob_overrides
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -18,9 +19,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from engine.sampler import SamplingConfig, generate
 
     model, _, tokenizer = load_model(run_dir, args.checkpoint)
-    scfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=list(args.stop),
-                          seed=args.seed)
+    scfg = SamplingConfig(**knob_overrides(args, "generate").get("sample", {}))
     pieces: list[str] = []
     stream = not args.json
     if stream:

@@ -14,36 +14,25 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from engine import runs
-from engine.events import Start, parse_event
-from engine.rundir import RunDir
-from engine.config import PRESETS, RunConfig, apply_overrides, dumps_toml, load_toml, preset
+from engine.config import DEFAULT_PRESET, PRESETS, RunConfig, apply_overrides, dumps_toml, load_toml, preset
 from engine.errors import ConfigError, RunError
+from engine.events import Start, parse_event
 from engine.process import training_process_settings
-
-# CLI flag (argparse dest) -> config table. The key inside the table is the dest itself.
-FLAG_TABLES: dict[str, str] = {
-    "corpus": "data", "tokenizer": "data", "tokenizer_kind": "data", "vocab_size": "data",
-    "block_size": "model", "dropout": "model", "n_layer": "model", "n_head": "model", "n_embd": "model",
-    "max_steps": "train", "batch_size": "train", "grad_accum": "train", "lr": "train", "warmup_steps": "train",
-    "eval_interval": "train", "eval_batches": "train", "weight_decay": "train", "grad_clip": "train",
-    "seed": "train", "dtype": "train", "device": "train", "compile": "train",
-}
+from engine.rundir import RunDir
+from tui.cli import knob_overrides
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
-    for dest, table in FLAG_TABLES.items():
-        value = getattr(args, dest, None)
-        if dest == "tokenizer" and value:
-            value = str(Path(value).expanduser().resolve())  # the run may be trained from another cwd
-        out[table][dest] = value
+    out = knob_overrides(args, "train")
+    if out.get("data", {}).get("tokenizer"):  # the run may be trained from another cwd
+        out["data"]["tokenizer"] = str(Path(out["data"]["tokenizer"]).expanduser().resolve())
     return out
 
 
 def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """base (a resumed run's config) or the preset (default tiny), then --config, then flags."""
     if base is None:
-        cfg = preset(args.preset or "tiny")
+        cfg = preset(args.preset or DEFAULT_PRESET)
     else:
         cfg = base
         if args.preset:
