@@ -309,3 +309,17 @@ async def test_prompt_history_survives_a_restart(run):
         assert prompt.value == "second"
         await pilot.press("up")
         assert prompt.value == "first"
+
+
+async def test_a_failed_generation_is_reported_once(run):
+    app = SmallGPTApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tab = await open_tab(app, pilot, "4", GenerateTab)
+        tab.query_one("#checkpoint").value = "int8"  # not written yet: loading it fails
+        tab.query_one(PromptInput).focus()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not tab.running, what="the failure")
+        await pilot.pause(0.3)
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert len(errors) == 1 and "int8" in errors[0]
+        assert "generate failed" in str(tab.query_one("#gen-status").render())

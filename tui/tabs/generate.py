@@ -271,7 +271,7 @@ class GenerateTab(EngineTab, can_focus=True):
         self.notify(f"int8 checkpoint written{sizes}.")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        super().on_worker_state_changed(event)
+        # EngineTab's handler reports the error (Textual calls each class's handler along the MRO).
         if event.state == WorkerState.ERROR:
             if event.worker is self._worker:
                 self.running = False
