@@ -96,11 +96,11 @@ async def zoom_shows(pilot: Pilot, tab: Any, matrix: Any, **view: Any) -> None:
 async def fill_train_form(pilot: Pilot, values: dict[str, str]) -> None:
     from textual.widgets import Select
 
-    from tui.tabs.train import FIELDS
+    from tui.widgets.train_form import FIELDS, field_id
 
-    by_key = {f.key: f for f in FIELDS}
+    by_name = {k.name: k for k in FIELDS}
     for key, value in values.items():
-        widget = pilot.app.query_one(f"#{by_key[key].id}")
+        widget = pilot.app.query_one(f"#{field_id(by_name[key])}")
         if isinstance(widget, Select):
             widget.value = value
         else:

@@ -14,7 +14,8 @@ from tests.tui.pilot_helpers import TINY_FORM, fill_train_form, settle, wait_for
 from tui.app import SmallGPTApp
 from tui.run_history import RunHistory
 from tui.screens import QuitScreen
-from tui.tabs.train import TrainTab, field_for_error
+from tui.widgets.run_follower import RunFollower
+from tui.widgets.train_form import field_for_error
 from tui.widgets.loss_chart import LossChart, downsample
 
 
@@ -34,8 +35,7 @@ def wait_for_lock(run: Path, timeout: float = 90.0) -> bool:
 
 
 def _attached(app: SmallGPTApp):
-    tab = app.query_one(TrainTab)
-    return tab.watches.get(tab.attached)
+    return app.query_one(RunFollower).followed
 
 
 @pytest.mark.slow
@@ -194,7 +194,7 @@ async def test_a_followed_run_that_fails_is_a_notification_with_its_message(corp
         app = SmallGPTApp(corpus=corpus)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("3")
-            app.query_one(TrainTab).attach(run, trainer.pid)
+            app.query_one(RunFollower).attach(run, trainer.pid)
             # The follower has read the whole history (20 loss points): that alone is no news.
             await wait_for(pilot, lambda: _attached(app) is not None and len(_attached(app).history.train_loss) == 20,
                            what="the history")
@@ -255,9 +255,9 @@ def test_run_history_folds_events_into_curves_eta_and_end():
 
 
 def test_config_errors_point_at_the_field_they_name():
-    assert field_for_error("n_embd (32) must be divisible by n_head (3): pick ...").key == "n_embd"
-    assert field_for_error("model.dropout must be in [0, 1) (got 1.5).").key == "dropout"
-    assert field_for_error("train.min_lr (0.1) must not exceed train.lr (0.01).").key == "lr"
+    assert field_for_error("n_embd (32) must be divisible by n_head (3): pick ...").name == "n_embd"
+    assert field_for_error("model.dropout must be in [0, 1) (got 1.5).").name == "dropout"
+    assert field_for_error("train.min_lr (0.1) must not exceed train.lr (0.01).").name == "lr"
     assert field_for_error("data.val_ratio must be between 0 and 0.5") is None
 
 

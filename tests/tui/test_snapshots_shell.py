@@ -50,10 +50,12 @@ def test_train_tab_following_a_finished_run(snap_compare, corpus, home, size):
         await settle(pilot)
         await pilot.press("3")
         tab = pilot.app.query_one(TrainTab)
-        await wait_for(pilot, lambda: tab.runs_listed, what="the runs table")
-        pilot.app.query_one("#runs-table").focus()
+        table = pilot.app.query_one("#runs-table")
+        await wait_for(pilot, lambda: table.row_count == 1, what="the runs table")
+        table.focus()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: tab.watches[tab.attached].history.ended, what="the run's events")
+        await wait_for(pilot, lambda: tab.follower.followed and tab.follower.followed.history.ended,
+                       what="the run's events")
         tab.redraw(force=True)  # what the redraw timer does next, now: the picture does not wait on its phase
         await pilot.pause()
         await pilot.press("escape")
