@@ -89,7 +89,8 @@ async def _tui_run(tokens: int) -> dict:
             after = [t for t in handled if t >= sent]
             if after:
                 latencies.append(min(after) - sent)
-        return {"tui_tokens_per_s": tab.speeds[0], "latencies_ms": [1000 * x for x in latencies],
+        shown = stream.border_subtitle.split("·")[1].split()[0]  # "N tok · X tok/s", the final speed
+        return {"tui_tokens_per_s": float(shown.replace(",", "")), "latencies_ms": [1000 * x for x in latencies],
                 "unhandled": len(pressed) - len(latencies)}
 
 

@@ -1,57 +1,51 @@
 """Messages the tabs exchange. A tab posts one; it bubbles to the app, which records the choice in its
 shared reactive state (SmallGPTApp.corpus, .tokenizer_path, .val_ratio, .active_run) and the settings file.
 Other tabs watch that state instead of listening to each other.
+
+Every message in tui/ is a dataclass subclass of Message (Message.__post_init__ initializes it), declared
+at module level beside the widget that posts it, or here when the app handles it.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from textual.message import Message
 from textual.message_pump import MessagePump
 
 
+@dataclass
 class CorpusSelected(Message):
     """The Data tab loaded a corpus: `source` is what load_corpus accepts (name, path, glob or URL)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        super().__init__()
+    source: str
 
 
+@dataclass
 class SplitChanged(Message):
     """The validation share of the corpus changed (a valid value between 0 and 0.5)."""
-
-    def __init__(self, val_ratio: float) -> None:
-        self.val_ratio = val_ratio
-        super().__init__()
+    val_ratio: float
 
 
+@dataclass
 class TokenizerReady(Message):
     """A tokenizer was trained or loaded: `path` is its tokenizer.json."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__()
+    path: str
 
 
+@dataclass
 class RunAttached(Message):
     """The Train tab now follows this run directory (the Generate and Inspect tabs default to it)."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir = run_dir
-        super().__init__()
+    run_dir: str
 
 
+@dataclass
 class Progress(Message):
     """Progress of a long engine call running in a thread worker: fraction 0..1 and a phase label."""
-
-    def __init__(self, key: str, fraction: float, label: str) -> None:
-        self.key = key
-        self.fraction = fraction
-        self.label = label
-        super().__init__()
+    key: str
+    fraction: float
+    label: str
 
 
 def progress_poster(target: MessagePump, key: str, max_rate: float = 10.0) -> Callable[[float, str], None]:

@@ -123,15 +123,18 @@ def app_logging(home):
     root.setLevel(level)
 
 
-async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, app_logging):
+async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_log(corpus, app_logging, monkeypatch):
+    import engine.corpora
+
     app = SmallGPTApp(corpus=corpus)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
 
-        def broken() -> None:
+        def broken(*args, **kwargs) -> None:
             raise KeyError("bug")
 
-        app.query_one(DataTab).run_engine(broken, name="broken")
+        monkeypatch.setattr(engine.corpora, "corpus_stats", broken)  # a bug in the engine
+        app.query_one(DataTab).load(corpus)
         await settle(pilot)
         [note] = [n.message for n in app._notifications]
         assert note == f"Internal error (KeyError), see {app_logging}"

@@ -7,12 +7,14 @@ a large corpus and pull numpy); the tab only draws what they return.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, DirectoryTree, Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
@@ -22,6 +24,7 @@ from engine.paths import home
 from tui.messages import CorpusSelected, Progress, SplitChanged, progress_poster
 from tui.tabs.base import EngineTab
 from tui.widgets.histogram import Histogram
+from tui.workers import engine_work
 
 PREVIEW_LINES = 200
 CHAR_BARS = 16
@@ -35,8 +38,25 @@ def char_label(ch: str) -> str:
     return ch if ch.isprintable() else f"U+{ord(ch):04X}"
 
 
+@dataclass
+class CorporaListed(Message):
+    corpora: list[Any]  # engine.corpora.CorpusInfo
+
+
+@dataclass
+class CorpusLoaded(Message):
+    source: str
+    corpus: Any  # engine.corpora.Corpus
+    stats: Any  # engine.corpora.CorpusStats
+    preview: str  # its first PREVIEW_LINES lines
+
+
+@dataclass
+class Encoded(Message):
+    out: Path  # the encoded dataset's directory
+
+
 class DataTab(EngineTab):
-    TITLE = "Data"
     BINDINGS = [
         Binding("ctrl+s", "encode", "Encode"),
         Binding("ctrl+o", "open_source", "Open path/URL"),
@@ -77,20 +97,20 @@ class DataTab(EngineTab):
         self.query_one("#val-ratio-error").display = False
         table = self.query_one("#corpus-stats", DataTable)
         table.add_columns("statistic", "value")
-        self.run_engine(self._list_corpora, name="list")
+        self._list_corpora()
         self.load(self.app.corpus)  # type: ignore[attr-defined]
 
     # ----- choosing -------------------------------------------------------------------------------
+    @engine_work("list")
     def _list_corpora(self) -> None:
         from engine.corpora import list_corpora
 
-        corpora = list_corpora()
-        self.app.call_from_thread(self._show_corpora, corpora)
+        self.post_message(CorporaListed(list_corpora()))
 
-    def _show_corpora(self, corpora: list[Any]) -> None:
+    def on_corpora_listed(self, message: CorporaListed) -> None:
         options = self.query_one("#corpus-list", OptionList)
         options.clear_options()
-        for c in corpora:
+        for c in message.corpora:
             label = Text.assemble((c.name, "bold"), (f"  {c.kind}", "dim"))
             options.add_option(Option(label, id=c.name))
 
@@ -124,8 +144,9 @@ class DataTab(EngineTab):
     def load(self, source: str) -> None:
         """Load `source` (name, path, glob or URL) and compute its statistics in a worker."""
         self.query_one("#data-status", Static).update(Text(f"Loading {source}…"))
-        self.run_engine(self._load, source, name="load")
+        self._load(source)
 
+    @engine_work("load")
     def _load(self, source: str) -> None:
         from engine.corpora import corpus_stats, load_corpus
 
@@ -133,9 +154,10 @@ class DataTab(EngineTab):
         corpus = load_corpus(source, progress=progress)
         stats = corpus_stats(corpus, progress=progress)
         preview = "\n".join(corpus.head(PREVIEW_LINES))
-        self.app.call_from_thread(self._show_corpus, source, corpus, stats, preview)
+        self.post_message(CorpusLoaded(source, corpus, stats, preview))
 
-    def _show_corpus(self, source: str, corpus: Any, stats: Any, preview: str) -> None:
+    def on_corpus_loaded(self, message: CorpusLoaded) -> None:
+        source, corpus, stats, preview = message.source, message.corpus, message.stats, message.preview
         self.corpus = corpus
         self.query_one("#data-progress").display = False
         title = Text.assemble((corpus.name, "bold"), f"  {source}" if source != corpus.name else "")
@@ -181,18 +203,19 @@ class DataTab(EngineTab):
             self.notify("Train a tokenizer first in the Tokenizer tab (key 2).", severity="warning")
         elif not self.query_one("#encode", Button).disabled:
             self.query_one("#data-status", Static).update("Encoding…")
-            self.run_engine(self._encode, self.corpus, Path(tokenizer), self.app.val_ratio,  # type: ignore[attr-defined]
-                            name="encode")
+            self._encode(self.corpus, Path(tokenizer), self.app.val_ratio)  # type: ignore[attr-defined]
 
+    @engine_work("encode")
     def _encode(self, corpus: Any, tokenizer_path: Path, val_ratio: float) -> None:
         from engine.dataset import prepare_dataset
         from engine.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(tokenizer_path)
         out = prepare_dataset(corpus, tokenizer, val_ratio=val_ratio, progress=progress_poster(self, "encode"))
-        self.app.call_from_thread(self._encoded, Path(out))
+        self.post_message(Encoded(Path(out)))
 
-    def _encoded(self, out: Path) -> None:
+    def on_encoded(self, message: Encoded) -> None:
+        out = message.out
         self.query_one("#data-progress").display = False
         try:
             where = out.relative_to(home())
@@ -204,7 +227,7 @@ class DataTab(EngineTab):
             f"{meta['chars_per_token']:.2f} chars/token, in {where}"))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # EngineTab reports the error itself; here the tab only stops looking busy.
+        # EngineTab's handler reports the error (Textual calls both); here the tab only stops looking busy.
         if event.state in (WorkerState.ERROR, WorkerState.CANCELLED) and event.worker.name in ("load", "encode"):
             self.query_one("#data-progress").display = False
             what = "Loading" if event.worker.name == "load" else "Encoding"

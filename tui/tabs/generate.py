@@ -9,13 +9,12 @@ and each speed is measured without the other competing for the CPU.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textual import events, work
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -25,28 +24,21 @@ from textual.widgets import Input, Label, Static
 from textual.actions import SkipAction
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from engine.config import SamplingConfig, knobs
 from engine.errors import ConfigError
 from tui import model_cache
 from tui.tabs.base import EngineTab
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicker
 from tui.widgets.token_stream import TokenStream
+from tui.workers import engine_work
 
-log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 1 / 30
 # The speed in a stream's border is redrawn a few times a second: changing a border repaints the whole pane,
 # which on a busy 2-core machine costs more than the text itself.
 STATS_INTERVAL = 0.25
 
-# (input id, label, default, parser): the sampling controls, in the order they are shown.
-_FIELDS: list[tuple[str, str, str, type]] = [
-    ("temperature", "temp", "0.8", float),
-    ("top_k", "top-k", "", int),
-    ("top_p", "top-p", "", float),
-    ("repetition_penalty", "rep", "1.0", float),
-    ("max_new_tokens", "max", "200", int),
-    ("seed", "seed", "0", int),
-]
+FIELDS = [k for k in knobs(SamplingConfig) if k.label]  # the sampling controls, in the order they are shown
 
 
 @dataclass
@@ -57,40 +49,42 @@ class GenerationRequest:
     sampling: dict[str, Any]  # SamplingConfig fields; built into one in the worker (torch stays off the UI thread)
 
 
+@dataclass
 class TokensArrived(Message):
-    def __init__(self, side: int, tokens: list[tuple[str, float]], count: int, elapsed: float,
-                 final: bool = False) -> None:
-        super().__init__()
-        self.side, self.tokens, self.count, self.elapsed, self.final = side, tokens, count, elapsed, final
+    side: int  # 0: the left stream, 1: the right (A/B)
+    tokens: list[tuple[str, float]]  # (text, probability) since the last batch
+    count: int  # tokens so far on this side
+    elapsed: float  # seconds since this side's first token was asked for
+    final: bool = False
 
 
+@dataclass
 class SideStarted(Message):
-    def __init__(self, side: int, title: str) -> None:
-        super().__init__()
-        self.side, self.title = side, title
+    side: int
+    title: str
 
 
+@dataclass
 class GenerationEnded(Message):
-    def __init__(self, outcome: str) -> None:
-        super().__init__()
-        self.outcome = outcome  # done | stopped
+    outcome: str  # done | stopped
+
+
+@dataclass
+class Quantized(Message):
+    report: dict  # engine.quantize.save_int8's
 
 
 def parse_sampling(values: dict[str, str]) -> dict[str, Any]:
     """The sampling controls' text as SamplingConfig fields; a bad value raises ConfigError naming it."""
     out: dict[str, Any] = {}
-    for key, label, _, parser in _FIELDS:
-        raw = values.get(key, "").strip()
-        if raw == "":
-            if key in ("top_k", "top_p"):
-                out[key] = None  # empty means "off"
-                continue
-            raise ConfigError(f"{label} is empty: enter a value.")
+    for k in FIELDS:
+        raw = values.get(k.name, "")
+        if raw.strip() == "" and not k.optional:
+            raise ConfigError(f"{k.label} is empty: enter a value.")
         try:
-            out[key] = parser(raw)
-        except ValueError:
-            kind = "a whole number" if parser is int else "a number"
-            raise ConfigError(f"{label} must be {kind} (got '{raw}').") from None
+            out[k.name] = k.parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"{k.label} {e}.") from None
     return out
 
 
@@ -100,7 +94,6 @@ def speed_line(count: int, elapsed: float) -> str:
 
 
 class GenerateTab(EngineTab, can_focus=True):
-    TITLE = "Generate"
     BINDINGS = [
         Binding("ctrl+s,ctrl+g", "generate", "Generate"),  # ctrl+s: every tab's main action
         Binding("escape", "stop", "Stop"),
@@ -127,10 +120,7 @@ class GenerateTab(EngineTab, can_focus=True):
         super().__init__()
         self._worker: Worker | None = None
         self._started = 0.0
-        self._stop_pressed = 0.0
-        self.stop_latency: float | None = None  # seconds from Escape to the stream's end being shown
         self._stats_shown: dict[int, float] = {}  # when each side's speed was last redrawn
-        self.speeds: dict[int, float] = {}  # tokens/s per side as last shown (read by benchmarks/ui_generate.py)
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
@@ -139,9 +129,10 @@ class GenerateTab(EngineTab, can_focus=True):
                           compact=True, select_on_focus=False)
         yield RunPicker(id="gen-run")
         with Horizontal(id="gen-params"):
-            for key, label, default, _ in _FIELDS:
-                yield Label(label)
-                yield Input(default, id=f"gen-{key}", compact=True, placeholder="off")
+            for k in FIELDS:
+                yield Label(k.label)
+                yield Input("" if k.default is None else str(k.default), id=f"gen-{k.name}", compact=True,
+                            placeholder="off")
         with Horizontal(id="gen-outputs"):
             yield TokenStream("output", id="out-a")
             yield TokenStream("int8", id="out-b")
@@ -168,7 +159,7 @@ class GenerateTab(EngineTab, can_focus=True):
             self.notify("No run selected: train one in the Train tab first.", severity="warning")
             return
         try:
-            sampling = parse_sampling({k: self.query_one(f"#gen-{k}", Input).value for k, *_ in _FIELDS})
+            sampling = parse_sampling({k.name: self.query_one(f"#gen-{k.name}", Input).value for k in FIELDS})
         except ConfigError as e:
             self.notify(str(e), severity="error")
             return
@@ -190,7 +181,6 @@ class GenerateTab(EngineTab, can_focus=True):
     def action_stop(self) -> None:
         if not self.running or self._worker is None:
             raise SkipAction()  # nothing to stop: Escape keeps its app-wide meaning (leave the field)
-        self._stop_pressed = time.monotonic()
         self._worker.cancel()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -223,7 +213,7 @@ class GenerateTab(EngineTab, can_focus=True):
 
     # -- workers ----------------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
+    @engine_work("generate")
     def _generate(self, request: GenerationRequest) -> None:
         # Failures propagate: EngineTab turns them into a notification (and the log gets the traceback).
         worker = get_current_worker()
@@ -257,14 +247,14 @@ class GenerateTab(EngineTab, can_focus=True):
                 batch, last = [], now
         self.post_message(TokensArrived(side, batch, count, time.monotonic() - start, final=True))
 
-    @work(thread=True, exclusive=True, group="quantize", exit_on_error=False)
+    @engine_work("quantize")
     def _quantize(self, run_dir: Path) -> None:
         from engine.int8 import save_int8
 
-        report = save_int8(run_dir)
-        self.app.call_from_thread(self._quantize_done, report)
+        self.post_message(Quantized(save_int8(run_dir)))
 
-    def _quantize_done(self, report: dict) -> None:
+    def on_quantized(self, message: Quantized) -> None:
+        report = message.report
         fp32, int8 = report.get("fp32_bytes"), report.get("int8_bytes")
         sizes = f": {int8 / 1e6:.2f} MB vs {fp32 / 1e6:.2f} MB fp32" if fp32 and int8 else ""
         self._set_status(f"int8 checkpoint written{sizes}; ctrl+b compares it with fp32")
@@ -288,7 +278,6 @@ class GenerateTab(EngineTab, can_focus=True):
     def on_tokens_arrived(self, message: TokensArrived) -> None:
         stream = self._side(message.side)
         stream.append(message.tokens)
-        self.speeds[message.side] = message.count / message.elapsed if message.elapsed > 0 else 0.0
         now = time.monotonic()
         if message.final or now - self._stats_shown.get(message.side, 0.0) >= STATS_INTERVAL:
             self._stats_shown[message.side] = now
@@ -296,8 +285,6 @@ class GenerateTab(EngineTab, can_focus=True):
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
         self.running = False
-        if message.outcome == "stopped":
-            self.stop_latency = time.monotonic() - self._stop_pressed
         parts = [f"{s.border_title.split(' · ')[-1]}: {s.border_subtitle}" for s in self.query(TokenStream)
                  if s.display and s.border_subtitle]
         self._set_status(f"{message.outcome} · " + " | ".join(parts))

@@ -1,51 +1,46 @@
 """The Inspect tab: every attention head of a run at a glance, one head in full, and what the model predicts.
 
-Left: the layers x heads grid of mini heatmaps with their badges, or (Enter) one head zoomed with token
-labels on both axes. Right: head metrics, the top-k next tokens at the selected position, the logit
-lens, and the head metrics over training (from the run's `heads` events). Bottom: the prompt, each token
-shaded by how much the selected query token attends to it. LSTM runs show hidden activations (units x
-time) instead of attention.
+Left: AttentionView, the layers x heads grid of mini heatmaps with their badges, or (Enter) one head
+zoomed with token labels on both axes. Right: InspectSide, head metrics, the top-k next tokens at the
+selected position, the logit lens, and the head metrics over training. Bottom: PromptStrip, the prompt
+with each token shaded by how much the selected query token attends to it. LSTM runs show hidden
+activations (units x time) instead of attention.
 
-The inspection runs in a thread worker; navigation only re-slices arrays already computed, and redraws
-are throttled to MAX_REDRAWS a second. Live mode polls the run and re-inspects when a new `latest`
-checkpoint appears.
+The inspection runs in a thread worker; this tab holds the selection and view options, and navigation
+only re-slices arrays already computed, redrawn at most MAX_REDRAWS a second. Live mode (LivePoller)
+re-inspects when a new `latest` checkpoint appears.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.text import Text
-from textual import work
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, DataTable, Label, Sparkline, Static, TabbedContent, TabPane
+from textual.widgets import Label, Static
 
 from engine.paths import home
 from tui import model_cache
 from tui.tabs.base import EngineTab
-from tui.widgets.heatmap import SCALES, HeadGrid, Heatmap, display_values, token_label
+from tui.widgets.attention_view import AttentionView, PromptStrip, View, caption, is_lstm
+from tui.widgets.heatmap import SCALES
+from tui.widgets.inspect_side import InspectSide
+from tui.widgets.live_poller import LivePoller, LiveUpdate
 from tui.widgets.prompt_input import PromptInput
-from tui.widgets.run_picker import RunPicker
+from tui.widgets.run_picker import RunPicked, RunPicker
+from tui.workers import engine_work
 
-log = logging.getLogger(__name__)
 MAX_REDRAWS = 10  # a second: holding an arrow key must not queue more frames than anyone can see
-LIVE_POLL_S = 1.0
 DEFAULT_PROMPT_TOKENS = 48
 AGGREGATES = ("single", "mean", "max")
-# The head metrics, as (attribute of engine.inspection.HeadMetrics, column title). The first four are
-# shares in [0, 1]; the distance is in tokens.
-METRICS = [("entropy", "ent"), ("prev_token", "prev"), ("sink", "sink"), ("induction", "ind"),
-           ("distance", "dist")]
 
 
 @dataclass
@@ -57,22 +52,12 @@ class InspectResult:
     requested: bool = True  # by the user (False: a live-mode refresh)
 
 
+@dataclass
 class InspectionReady(Message):
-    def __init__(self, result: InspectResult) -> None:
-        super().__init__()
-        self.result = result
-
-
-class LiveUpdate(Message):
-    """New `heads` events (for the trend sparklines) and whether the latest checkpoint changed."""
-
-    def __init__(self, heads: list[dict], new_checkpoint: bool) -> None:
-        super().__init__()
-        self.heads, self.new_checkpoint = heads, new_checkpoint
+    result: InspectResult
 
 
 class InspectTab(EngineTab, can_focus=True):
-    TITLE = "Inspect"
     BINDINGS = [
         Binding("ctrl+s,ctrl+g", "inspect", "Inspect"),  # ctrl+s: every tab's main action
         Binding("enter", "zoom", "Zoom head"),
@@ -95,20 +80,6 @@ class InspectTab(EngineTab, can_focus=True):
         Binding("v", "live", "Live"),
         Binding("s", "export", "Export"),
     ]
-    DEFAULT_CSS = """
-    InspectTab { padding: 0 1; }
-    InspectTab #insp-top { height: 1; }
-    InspectTab #insp-live { width: auto; margin-left: 2; color: $text-muted; }
-    InspectTab #insp-prompt { margin: 1 0; }
-    InspectTab #insp-main { height: 1fr; margin-top: 1; }
-    InspectTab #insp-view { width: 1fr; }
-    InspectTab #insp-side { width: 40%; min-width: 34; max-width: 56; margin-left: 1; }
-    InspectTab #insp-side DataTable { height: 1fr; }
-    InspectTab #trend Label { color: $text-muted; }
-    InspectTab #trend Sparkline { height: 2; margin-bottom: 1; }
-    InspectTab #insp-text { height: 3; border-top: solid $primary 30%; }
-    InspectTab #insp-status { height: 1; color: $text-muted; }
-    """
 
     # Not `layer`: that name is Widget.layer, the compositor's layer of the widget.
     sel_layer: reactive[int] = reactive(0, init=False)
@@ -124,13 +95,8 @@ class InspectTab(EngineTab, can_focus=True):
     def __init__(self) -> None:
         super().__init__()
         self.result: InspectResult | None = None
-        self.redraws = 0  # how many times the view was drawn (the throttle's test counts them)
         self._last_draw = 0.0
         self._draw_pending = False
-        self._live_timer = None
-        self._live_reader = None
-        self._live_stamp = None
-        self._heads_events: list[dict] = []
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
@@ -140,26 +106,11 @@ class InspectTab(EngineTab, can_focus=True):
             yield RunPicker(checkpoint="latest", id="insp-run")
             yield Label("live: off", id="insp-live")
         with Horizontal(id="insp-main"):
-            with ContentSwitcher(initial="grid", id="insp-view"):
-                yield HeadGrid(id="grid")
-                yield Heatmap(id="zoom")
-            with TabbedContent(id="insp-side"):
-                with TabPane("Heads", id="side-heads"):
-                    # No cell padding: six columns must fit the 34 columns the side panel gets at 80x24.
-                    yield DataTable(id="metrics", cursor_type="row", zebra_stripes=True, cell_padding=0)
-                with TabPane("Next", id="side-next"):
-                    yield DataTable(id="topk", cursor_type="none")
-                with TabPane("Lens", id="side-lens"):
-                    yield DataTable(id="lens", cursor_type="none")
-                with TabPane("Trend", id="side-trend"):
-                    with Vertical(id="trend"):
-                        for key, title in METRICS[:4]:
-                            yield Label(title, id=f"trend-label-{key}")
-                            yield Sparkline([], id=f"trend-{key}")
-        yield Static(id="insp-text")
+            yield AttentionView(id="insp-view")
+            yield InspectSide(id="insp-side")
+        yield PromptStrip(id="insp-text")
         yield Static("Enter in the prompt (or ctrl+s) inspects the selected run", id="insp-status")
-
-    # -- state helpers ----------------------------------------------------------------------------------
+        yield LivePoller()
 
     @property
     def inspection(self) -> Any:
@@ -167,7 +118,12 @@ class InspectTab(EngineTab, can_focus=True):
 
     @property
     def is_lstm(self) -> bool:
-        return self.inspection is not None and getattr(self.inspection, "attn", None) is None
+        return self.inspection is not None and is_lstm(self.inspection)
+
+    @property
+    def view(self) -> View:
+        return View(self.sel_layer, self.sel_head, self.position, self.zoomed, self.aggregate, self.hide_first,
+                    self.row_normalize, self.scale)
 
     def _dims(self) -> tuple[int, int, int]:
         """(layers, heads, tokens) of the current inspection; heads is 1 for an LSTM."""
@@ -176,27 +132,7 @@ class InspectTab(EngineTab, can_focus=True):
             return (0, 0, 0)
         if self.is_lstm:
             return (len(ins.hidden), 1, len(ins.tokens))
-        n_layers, n_heads = ins.attn.shape[:2]
-        return (n_layers, n_heads, len(ins.tokens))
-
-    def selected_matrix(self) -> np.ndarray | None:
-        """The raw matrix the zoomed view shows: one head, or the mean/max over the layer's heads;
-        for an LSTM the layer's hidden activations as units x time."""
-        ins = self.inspection
-        if ins is None:
-            return None
-        if self.is_lstm:
-            return np.asarray(ins.hidden[self.sel_layer]).T
-        heads = ins.attn[self.sel_layer]
-        if self.aggregate == "mean":
-            return heads.mean(axis=0)
-        if self.aggregate == "max":
-            return heads.max(axis=0)
-        return heads[self.sel_head]
-
-    def _view_values(self, matrix: np.ndarray) -> np.ndarray:
-        return display_values(matrix, hide_first=self.hide_first, row_normalize=self.row_normalize,
-                              scale=self.scale)
+        return (*ins.attn.shape[:2], len(ins.tokens))
 
     # -- actions ----------------------------------------------------------------------------------------
 
@@ -204,9 +140,9 @@ class InspectTab(EngineTab, can_focus=True):
         event.stop()
         self.action_inspect()
 
-    def on_run_picker_changed(self, event: RunPicker.Changed) -> None:
-        self._live_reader = None  # a different run: its events start from the top
-        self._heads_events = []
+    def on_run_picked(self, event: RunPicked) -> None:
+        self.query_one(LivePoller).follow(event.run_dir)  # a different run: its events start from the top
+        self.query_one(InspectSide).heads_events = []
         if self.result is not None or self.live:
             self.action_inspect()
 
@@ -269,12 +205,18 @@ class InspectTab(EngineTab, can_focus=True):
         self.scale = SCALES[(SCALES.index(self.scale) + 1) % len(SCALES)]
 
     def action_side_panel(self) -> None:
-        side = self.query_one("#insp-side", TabbedContent)
-        panes = [pane.id for pane in side.query(TabPane)]
-        side.active = panes[(panes.index(side.active) + 1) % len(panes)]
+        self.query_one(InspectSide).next_pane()
 
     def action_live(self) -> None:
         self.live = not self.live
+
+    def action_export(self) -> None:
+        """The view as SVG and the raw matrices as .npz, into $SMALLGPT_HOME/exports/."""
+        if self.result is None:
+            self.notify("Nothing to export yet: run an inspection first (Enter in the prompt).", severity="warning")
+            return
+        svg, npz = export_view(self.app, self.result, self.sel_layer, self.sel_head)
+        self.notify(f"Exported {svg.name} and {npz.name} to {svg.parent}.")
 
     # Every view option redraws (throttled); none recomputes the inspection.
     def _watch_view(self) -> None:
@@ -284,25 +226,25 @@ class InspectTab(EngineTab, can_focus=True):
     watch_hide_first = watch_row_normalize = watch_scale = _watch_view
 
     def watch_zoomed(self, zoomed: bool) -> None:
-        had_focus = self.query_one(HeadGrid).has_focus or self.query_one(Heatmap).has_focus
-        self.query_one("#insp-view", ContentSwitcher).current = "zoom" if zoomed else "grid"
+        view = self.query_one(AttentionView)
+        had_focus = view.has_focus_within
+        view.current = "zoom" if zoomed else "grid"
         if had_focus:  # the hidden view loses focus: give it to the one now shown so keys keep working
-            self.query_one(Heatmap if zoomed else HeadGrid).focus()
+            view.focus_shown()
         self.request_redraw()
 
     def watch_live(self, live: bool) -> None:
         self.query_one("#insp-live", Label).update(f"live: {'on' if live else 'off'}")
+        poller = self.query_one(LivePoller)
         if live:
-            self._live_stamp = None  # the first poll after switching on always redraws from the latest
-            self._live_timer = self.set_interval(LIVE_POLL_S, self._poll_live)
-            self._poll_live()
-        elif self._live_timer is not None:
-            self._live_timer.stop()
-            self._live_timer = None
+            poller.follow(self.query_one(RunPicker).run_dir)
+            poller.start()
+        else:
+            poller.stop()
 
-    # -- workers ----------------------------------------------------------------------------------------
+    # -- the inspection ---------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="inspect", exit_on_error=False)
+    @engine_work("inspect")
     def _inspect(self, run_dir: Path, checkpoint: str, prompt: str, requested: bool = True) -> None:
         from engine.inspection import inspect_prompt
 
@@ -312,34 +254,16 @@ class InspectTab(EngineTab, can_focus=True):
         inspection = inspect_prompt(model, tokenizer, prompt)
         self.post_message(InspectionReady(InspectResult(run_dir, checkpoint, prompt, inspection, requested)))
 
-    def _poll_live(self) -> None:
-        run_dir = self.query_one(RunPicker).run_dir
-        if run_dir is not None:
-            self._live_poll(run_dir)
-
-    @work(thread=True, exclusive=True, group="live-poll", exit_on_error=False)
-    def _live_poll(self, run_dir: Path) -> None:
-        from engine.events import EventReader
-
-        if self._live_reader is None or self._live_reader.path.parent != run_dir:
-            self._live_reader = EventReader(run_dir)
-        heads = [e for e in self._live_reader.poll() if e.get("event") == "heads"]
-        stamp = model_cache.checkpoint_stamp(run_dir, "latest")
-        new_checkpoint = stamp is not None and stamp != self._live_stamp
-        self._live_stamp = stamp
-        if heads or new_checkpoint:
-            self.post_message(LiveUpdate(heads, new_checkpoint))
-
     def on_live_update(self, message: LiveUpdate) -> None:
+        side = self.query_one(InspectSide)
         if message.heads:
-            self._heads_events.extend(message.heads)
-            self._draw_trend()
-        if message.new_checkpoint and self.live:
-            run_dir = self.query_one(RunPicker).run_dir
-            if run_dir is not None:
-                # Live mode follows the checkpoint the trainer rewrites as it goes.
-                self._inspect(run_dir, "latest", self.result.prompt if self.result else
-                              self.query_one(PromptInput).value, requested=False)
+            side.heads_events.extend(message.heads)
+            side.draw_trend(self.sel_layer, self.sel_head)
+        run_dir = self.query_one(RunPicker).run_dir
+        if message.new_checkpoint and self.live and run_dir is not None:
+            # Live mode follows the checkpoint the trainer rewrites as it goes.
+            prompt = self.result.prompt if self.result else self.query_one(PromptInput).value
+            self._inspect(run_dir, "latest", prompt, requested=False)
 
     def on_inspection_ready(self, message: InspectionReady) -> None:
         first = self.result is None or self.result.prompt != message.result.prompt
@@ -349,11 +273,11 @@ class InspectTab(EngineTab, can_focus=True):
         self.sel_head = min(self.sel_head, n_heads - 1)
         if first or self.position >= n_tokens:
             self.position = n_tokens - 1  # the last token: what the model is about to predict
-        self._fill_metrics()
+        self.query_one(InspectSide).fill_metrics(self.inspection)
         self.request_redraw(now=True)
         if message.result.requested:
             # The user asked for this view: hand the keys to it (live refreshes never steal focus).
-            self.query_one(Heatmap if self.zoomed else HeadGrid).focus()
+            self.query_one(AttentionView).focus_shown()
 
     # -- drawing ----------------------------------------------------------------------------------------
 
@@ -372,131 +296,16 @@ class InspectTab(EngineTab, can_focus=True):
         ins = self.inspection
         if ins is None:
             return
-        self.redraws += 1
-        n_layers, n_heads, n_tokens = self._dims()
-        tokens = list(ins.tokens)
-        grid = self.query_one(HeadGrid)
-        zoom = self.query_one(Heatmap)
         if self.is_lstm:
             self.zoomed = True  # an LSTM has no heads: the activations are the view
-            values = np.clip((np.tanh(self.selected_matrix()) + 1) / 2, 0, 1)
-            zoom.selected_row = 0
-            units = [str(u) for u in range(values.shape[0])]
-            zoom.show(values, units, tokens, palette="diverging",
-                      caption=f"layer {self.sel_layer} hidden units x time (blue -, red +)")
-        else:
-            grid.sel_layer, grid.sel_head = self.sel_layer, self.sel_head
-            if not self.zoomed:
-                maps = np.stack([[self._view_values(ins.attn[l, h]) for h in range(n_heads)]
-                                 for l in range(n_layers)])
-                grid.show(maps, ins.badges)
-            else:
-                zoom.selected_row = self.position
-                zoom.show(self._view_values(self.selected_matrix()), tokens, tokens, caption=self._caption())
-        self._draw_text()
-        self._draw_side()
-        self._set_status(self._caption())
-
-    def _caption(self) -> str:
-        ins = self.inspection
-        which = "all heads" if self.aggregate != "single" else f"head {self.sel_head}"
-        tok = token_label(ins.tokens[self.position], 12) if ins is not None and ins.tokens else ""
-        if self.is_lstm:
-            return f"layer {self.sel_layer} · pos {self.position} {tok!r} · {self.scale}"
-        badge = ins.badges[self.sel_layer][self.sel_head] if ins is not None else ""
-        opts = [self.scale] + (["sink hidden"] if self.hide_first else []) + (["row-norm"] if self.row_normalize else [])
-        return (f"L{self.sel_layer} {which}{' ' + badge if badge and self.aggregate == 'single' else ''}"
-                f" · {self.aggregate} · query {self.position} {tok!r} · {' · '.join(opts)}")
-
-    def _draw_text(self) -> None:
-        """The prompt with each key token's background showing the selected query's attention to it."""
-        ins = self.inspection
-        widget = self.query_one("#insp-text", Static)
-        tokens = list(ins.tokens)
-        if self.is_lstm:
-            weights = np.zeros(len(tokens))
-        else:
-            weights = self._view_values(self.selected_matrix()[self.position: self.position + 1])[0]
-        budget = max(20, widget.size.width * 3 - 4)
-        # Long prompts pan: show the window of tokens that ends at the selected query.
-        start = self.position
-        used = 0
-        while start > 0 and used + len(token_label(tokens[start - 1], 16)) < budget:
-            start -= 1
-            used += len(token_label(tokens[start], 16))
-        text = Text(no_wrap=False)
-        for i in range(start, len(tokens)):
-            shown = tokens[i].replace("\n", "⏎")
-            level = int(round(float(weights[i]) * 255))
-            style = f"on rgb({level // 2},{level // 3},{level})" if level and not self.app.no_color else ""
-            if i == self.position:
-                style += " bold reverse"
-            text.append(shown, style=style.strip())
-        widget.update(text)
-
-    def _fill_metrics(self) -> None:
-        table = self.query_one("#metrics", DataTable)
-        table.clear(columns=True)
-        ins = self.inspection
-        if self.is_lstm:
-            table.add_columns("LSTM runs have no attention heads")
-            return
-        table.add_columns("head  ", *[title.rjust(5) for _, title in METRICS])
-        for l, row in enumerate(ins.metrics):
-            for h, m in enumerate(row):
-                # Right-aligned, each with a leading space: the table has no cell padding to keep them apart.
-                cells = [Text(f" {float(getattr(m, key)):.{1 if key == 'distance' else 2}f}", justify="right")
-                         for key, _ in METRICS]
-                table.add_row(f"L{l}H{h} {ins.badges[l][h]}".ljust(6), *cells, key=f"{l}-{h}")
-
-    def _draw_side(self) -> None:
-        ins = self.inspection
-        p = self.position
-        if not self.is_lstm:
-            _, n_heads, _ = self._dims()
-            self.query_one("#metrics", DataTable).move_cursor(row=self.sel_layer * n_heads + self.sel_head)
-        topk = self.query_one("#topk", DataTable)
-        topk.clear(columns=True)
-        topk.add_columns("next", "prob")
-        for token, prob in zip(ins.topk_tokens[p], ins.topk_probs[p]):
-            topk.add_row(token_label(token, 16), f"{float(prob):.3f}")
-        topk.border_title = f"after {token_label(ins.tokens[p], 12)!r} · entropy {float(ins.entropy[p]):.2f}"
-        lens = self.query_one("#lens", DataTable)
-        lens.clear(columns=True)
-        lens.add_columns("layer", "top-1", "prob")
-        # Row 0 is the embedding alone, then the residual after each block.
-        for l, (tokens, probs) in enumerate(zip(ins.lens_tokens, ins.lens_probs)):
-            lens.add_row("emb" if l == 0 else f"L{l - 1}", token_label(tokens[p], 16), f"{float(probs[p]):.3f}")
-        self._draw_trend()
-
-    def _draw_trend(self) -> None:
-        """The selected head's metrics over the run's evals (from its `heads` events)."""
-        steps = []
-        for event in self._heads_events:
-            try:
-                steps.append((event["step"], event["layers"][self.sel_layer][self.sel_head]))
-            except (KeyError, IndexError, TypeError):
-                continue  # an event from another shape of model (or a newer schema): not plottable here
-        for key, title in METRICS[:4]:
-            values = [float(m.get(key) or 0.0) for _, m in steps]
-            self.query_one(f"#trend-{key}", Sparkline).data = values
-            last = f" {values[-1]:.2f}" if values else ""
-            span = f" · steps {steps[0][0]}..{steps[-1][0]}" if steps else " · no heads events yet"
-            self.query_one(f"#trend-label-{key}", Label).update(f"L{self.sel_layer}H{self.sel_head} {title}{last}{span}")
+        view = self.view
+        self.query_one(AttentionView).draw(ins, view)
+        self.query_one(PromptStrip).draw(ins, view)
+        self.query_one(InspectSide).draw(ins, view)
+        self._set_status(caption(ins, view))
 
     def _set_status(self, text: str) -> None:
         self.query_one("#insp-status", Static).update(text)
-
-    # -- export -----------------------------------------------------------------------------------------
-
-    def action_export(self) -> None:
-        """The view as SVG and the raw matrices as .npz, into $SMALLGPT_HOME/exports/."""
-        ins = self.inspection
-        if ins is None:
-            self.notify("Nothing to export yet: run an inspection first (Enter in the prompt).", severity="warning")
-            return
-        paths = export_view(self.app, self.result, self.sel_layer, self.sel_head)
-        self.notify(f"Exported {paths[0].name} and {paths[1].name} to {paths[0].parent}.")
 
 
 def export_view(app, result: InspectResult, layer: int, head: int) -> tuple[Path, Path]:

@@ -7,12 +7,14 @@ the few words typed in "try it" is fast enough to do as the user types.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
@@ -21,6 +23,7 @@ from engine.config import TOKENIZER_KINDS
 from engine.paths import cache_dir
 from tui.messages import Progress, TokenizerReady, progress_poster
 from tui.tabs.base import EngineTab
+from tui.workers import engine_work
 
 VOCAB_ROWS = 500  # rows shown at once in the vocabulary table; the filter finds the rest
 TRY_SHOWN = 2000  # tokens drawn for "try it"; the counts cover the whole text (a 1 MB paste froze the UI for minutes)
@@ -38,8 +41,14 @@ def tokenizer_file(corpus_name: str, kind: str, vocab_size: int) -> Path:
     return cache_dir() / "tokenizers" / f"{slug}-{kind}{suffix}.json"
 
 
+@dataclass
+class TokenizerLoaded(Message):
+    path: str  # its tokenizer.json
+    tokenizer: Any  # engine.tokenizer.Tokenizer
+    report: dict | None  # Tokenizer.training_report when it was just trained
+
+
 class TokenizerTab(EngineTab):
-    TITLE = "Tokenizer"
     BINDINGS = [
         Binding("ctrl+s", "train", "Train tokenizer"),
         Binding("ctrl+t", "try_it", "Try text"),
@@ -144,8 +153,9 @@ class TokenizerTab(EngineTab):
         vocab = None if kind == "char" else self._vocab_size()
         self.app.settings.update("tokenizer", kind=kind, vocab_size=vocab)  # type: ignore[attr-defined]
         self.query_one("#tok-status", Static).update("Training…")
-        self.run_engine(self._train, self.app.corpus, kind, vocab, name="train")  # type: ignore[attr-defined]
+        self._train(self.app.corpus, kind, vocab)  # type: ignore[attr-defined]
 
+    @engine_work("train")
     def _train(self, source: str, kind: str, vocab_size: int | None) -> None:
         from engine.corpora import load_corpus
         from engine.tokenizer import train_tokenizer
@@ -156,19 +166,21 @@ class TokenizerTab(EngineTab):
         path = tokenizer_file(corpus.name, kind, tokenizer.vocab_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tokenizer.save(path)
-        self.app.call_from_thread(self._show_tokenizer, str(path), tokenizer, tokenizer.training_report)
+        self.post_message(TokenizerLoaded(str(path), tokenizer, tokenizer.training_report))
 
     def _load_if_new(self, path: str) -> None:
         if path and path != self.loaded_path:
-            self.run_engine(self._load, path, name="load")
+            self._load(path)
 
+    @engine_work("load")
     def _load(self, path: str) -> None:
         from engine.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(Path(path))
-        self.app.call_from_thread(self._show_tokenizer, path, tokenizer, None)
+        self.post_message(TokenizerLoaded(path, tokenizer, None))
 
-    def _show_tokenizer(self, path: str, tokenizer: Any, report: dict | None) -> None:
+    def on_tokenizer_loaded(self, message: TokenizerLoaded) -> None:
+        path, tokenizer, report = message.path, message.tokenizer, message.report
         self.tokenizer, self.loaded_path = tokenizer, path
         self.query_one("#tok-progress").display = False
         status = Text.assemble(("tokenizer ", "bold"), Path(path).name,

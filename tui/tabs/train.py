@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -25,6 +24,7 @@ from tui.widgets.run_follower import FollowChanged, RunFollower
 from tui.widgets.run_monitor import RunMonitor
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_form import TrainForm
+from tui.workers import engine_work
 
 
 @dataclass
@@ -83,14 +83,14 @@ class TrainTab(EngineTab):
         self.monitor.say("Creating the run…")
         self._launch(cfg, form.run_name)
 
-    @work(thread=True, exclusive=True, group="start", exit_on_error=False)
+    @engine_work("start")
     def _launch(self, cfg: RunConfig, name: str | None) -> None:
         from engine.runs import create_run, launch  # no torch: the trainer imports it in its own process
 
         run_dir = create_run(cfg, name=name)
         self.post_message(RunLaunched(Path(run_dir), launch(run_dir)))
 
-    @work(thread=True, exclusive=True, group="resume", exit_on_error=False)
+    @engine_work("resume")
     def _resume(self, run_dir: Path) -> None:
         from engine.runs import launch
 
@@ -108,7 +108,7 @@ class TrainTab(EngineTab):
         self._stop([w.path])
         self.redraw(force=True)
 
-    @work(thread=True, exclusive=True, group="stop", exit_on_error=False)
+    @engine_work("stop")
     def _stop(self, paths: list[Path]) -> None:
         from engine.runs import stop_run
 

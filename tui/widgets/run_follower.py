@@ -23,6 +23,7 @@ from engine.errors import SmallGPTError
 from engine.events import EventReader
 from tui.messages import RunAttached
 from tui.run_history import RunHistory
+from tui.workers import ReportsWorkerErrors
 
 # The UI shares the CPU with the trainer (a watched run keeps >= 95% of its speed), so it reads at a fixed
 # pace however fast the run logs, and lists checkpoints/ (which reads every run's events) rarely, plus at
@@ -76,7 +77,7 @@ class FollowChanged(Message):
     """The runs list, or whether a followed or overlaid run is live, changed: redraw now."""
 
 
-class RunFollower(Widget):
+class RunFollower(ReportsWorkerErrors, Widget):
     DEFAULT_CSS = "RunFollower { display: none; }"
 
     def __init__(self) -> None:

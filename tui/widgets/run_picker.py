@@ -7,38 +7,44 @@ choice when the list is refreshed and otherwise selects the most recently starte
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Select
 
+from engine.config import CHECKPOINTS
+from tui.workers import ReportsWorkerErrors, engine_work
+
 log = logging.getLogger(__name__)
-CHECKPOINTS = ("best", "latest", "int8")
 
 
-class RunPicker(Horizontal):
+@dataclass
+class RunPicked(Message):
+    """The run or checkpoint changed; run_dir is None while no run exists."""
+    run_dir: Path | None
+    checkpoint: str
+
+
+@dataclass
+class RunsListed(Message):
+    runs: list[Any]  # engine.runs.RunInfo
+
+
+class RunPicker(ReportsWorkerErrors, Horizontal):
     DEFAULT_CSS = """
     RunPicker { height: 1; width: 1fr; }
     RunPicker > #run { width: 1fr; max-width: 48; }
     RunPicker > #checkpoint { width: 14; margin-left: 1; }
     """
 
-    class Changed(Message):
-        """The run or checkpoint changed; run_dir is None while no run exists."""
-
-        def __init__(self, picker: "RunPicker", run_dir: Path | None, checkpoint: str) -> None:
-            super().__init__()
-            self.picker = picker
-            self.run_dir = run_dir
-            self.checkpoint = checkpoint
-
     def __init__(self, checkpoint: str = "best", *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._initial_checkpoint = checkpoint
-        self._kinds: dict[str, str] = {}
+        self._paths: set[str] = set()  # of the runs listed
         self._last_active = ""
 
     def compose(self) -> ComposeResult:
@@ -64,12 +70,7 @@ class RunPicker(Horizontal):
     def checkpoint(self) -> str:
         return str(self.query_one("#checkpoint", Select).value)
 
-    def model_kind(self) -> str:
-        """"gpt" or "lstm" for the selected run ("gpt" when unknown)."""
-        run = self.run_dir
-        return self._kinds.get(str(run), "gpt") if run else "gpt"
-
-    @work(thread=True, exclusive=True, group="list-runs", exit_on_error=False)
+    @engine_work("list-runs")
     def refresh_runs(self) -> None:
         from engine.runs import list_runs
 
@@ -78,20 +79,22 @@ class RunPicker(Horizontal):
         except Exception:  # a broken run directory must not take the picker down with it
             log.exception("listing runs failed")
             runs = []
-        self.app.call_from_thread(self._set_runs, runs)
+        self.post_message(RunsListed(runs))
 
-    def _set_runs(self, runs: list) -> None:
+    def on_runs_listed(self, message: RunsListed) -> None:
+        message.stop()
+        runs = message.runs
         select = self.query_one("#run", Select)
-        self._kinds = {str(r.path): r.model_kind for r in runs}
+        self._paths = {str(r.path) for r in runs}
         active = str(getattr(self.app, "active_run", "") or "")
         current = select.value
         newest_first = sorted(runs, key=lambda r: r.started or 0.0, reverse=True)
         with select.prevent(Select.Changed):  # re-listing is not a change of choice
             select.set_options([(f"{r.name} · {r.status} · step {r.step}", str(r.path)) for r in newest_first])
-        if active in self._kinds and active != self._last_active:
+        if active in self._paths and active != self._last_active:
             self._last_active = active
             select.value = active
-        elif current is not Select.NULL and current in self._kinds:
+        elif current is not Select.NULL and current in self._paths:
             with select.prevent(Select.Changed):
                 select.value = current
         elif newest_first:
@@ -99,4 +102,4 @@ class RunPicker(Horizontal):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
-        self.post_message(self.Changed(self, self.run_dir, self.checkpoint))
+        self.post_message(RunPicked(self.run_dir, self.checkpoint))

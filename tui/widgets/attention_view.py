@@ -1,0 +1,124 @@
+"""The Inspect tab's main view: every head as a mini heatmap in a layers x heads grid, or one head (or the
+mean/max of a layer's heads) zoomed with token labels; for an LSTM the hidden activations (units x time).
+PromptStrip shows the prompt with each token shaded by the attention the selected query gives it.
+
+Both draw an engine.inspection.Inspection through a View (the selection and the display options); they
+only re-slice its arrays, never recompute them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import ContentSwitcher, Static
+
+from tui.widgets.heatmap import HeadGrid, Heatmap, display_values, token_label
+
+
+@dataclass(frozen=True)
+class View:
+    layer: int = 0
+    head: int = 0
+    position: int = 0  # the query token
+    zoomed: bool = False
+    aggregate: str = "single"  # single | mean | max (of the layer's heads, zoomed)
+    hide_first: bool = False
+    row_normalize: bool = False
+    scale: str = "linear"
+
+    def values(self, matrix: np.ndarray) -> np.ndarray:
+        return display_values(matrix, hide_first=self.hide_first, row_normalize=self.row_normalize, scale=self.scale)
+
+
+def is_lstm(ins: Any) -> bool:
+    return getattr(ins, "attn", None) is None
+
+
+def selected_matrix(ins: Any, v: View) -> np.ndarray:
+    """The raw matrix the zoomed view shows: one head, or the mean/max over the layer's heads; for an LSTM
+    the layer's hidden activations as units x time."""
+    if is_lstm(ins):
+        return np.asarray(ins.hidden[v.layer]).T
+    heads = ins.attn[v.layer]
+    if v.aggregate == "mean":
+        return heads.mean(axis=0)
+    if v.aggregate == "max":
+        return heads.max(axis=0)
+    return heads[v.head]
+
+
+def caption(ins: Any, v: View) -> str:
+    tok = token_label(ins.tokens[v.position], 12) if ins.tokens else ""
+    if is_lstm(ins):
+        return f"layer {v.layer} · pos {v.position} {tok!r} · {v.scale}"
+    which = "all heads" if v.aggregate != "single" else f"head {v.head}"
+    badge = ins.badges[v.layer][v.head]
+    opts = [v.scale] + (["sink hidden"] if v.hide_first else []) + (["row-norm"] if v.row_normalize else [])
+    return (f"L{v.layer} {which}{' ' + badge if badge and v.aggregate == 'single' else ''}"
+            f" · {v.aggregate} · query {v.position} {tok!r} · {' · '.join(opts)}")
+
+
+class AttentionView(ContentSwitcher):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(initial="grid", id=id)
+
+    def compose(self) -> ComposeResult:
+        yield HeadGrid(id="grid")
+        yield Heatmap(id="zoom")
+
+    def draw(self, ins: Any, v: View) -> None:
+        self.current = "zoom" if v.zoomed else "grid"
+        tokens = list(ins.tokens)
+        zoom = self.query_one(Heatmap)
+        if is_lstm(ins):
+            values = np.clip((np.tanh(selected_matrix(ins, v)) + 1) / 2, 0, 1)
+            zoom.selected_row = 0
+            units = [str(u) for u in range(values.shape[0])]
+            zoom.show(values, units, tokens, palette="diverging",
+                      caption=f"layer {v.layer} hidden units x time (blue -, red +)")
+            return
+        grid = self.query_one(HeadGrid)
+        grid.sel_layer, grid.sel_head = v.layer, v.head
+        if v.zoomed:
+            zoom.selected_row = v.position
+            zoom.show(v.values(selected_matrix(ins, v)), tokens, tokens, caption=caption(ins, v))
+        else:
+            n_layers, n_heads = ins.attn.shape[:2]
+            grid.show(np.stack([[v.values(ins.attn[l, h]) for h in range(n_heads)] for l in range(n_layers)]),
+                      ins.badges)
+
+    def focus_shown(self) -> None:
+        self.query_one(f"#{self.current}").focus()
+
+    @property
+    def has_focus_within(self) -> bool:
+        return self.query_one(HeadGrid).has_focus or self.query_one(Heatmap).has_focus
+
+
+class PromptStrip(Static):
+    def draw(self, ins: Any, v: View) -> None:
+        """The prompt with each key token's background showing the selected query's attention to it."""
+        tokens = list(ins.tokens)
+        if is_lstm(ins):
+            weights = np.zeros(len(tokens))
+        else:
+            weights = v.values(selected_matrix(ins, v)[v.position: v.position + 1])[0]
+        budget = max(20, self.size.width * 3 - 4)
+        # Long prompts pan: show the window of tokens that ends at the selected query.
+        start = v.position
+        used = 0
+        while start > 0 and used + len(token_label(tokens[start - 1], 16)) < budget:
+            start -= 1
+            used += len(token_label(tokens[start], 16))
+        text = Text(no_wrap=False)
+        for i in range(start, len(tokens)):
+            level = int(round(float(weights[i]) * 255))
+            style = f"on rgb({level // 2},{level // 3},{level})" if level and not self.app.no_color else ""
+            if i == v.position:
+                style += " bold reverse"
+            text.append(tokens[i].replace("\n", "⏎"), style=style.strip())
+        self.update(text)
