@@ -30,13 +30,13 @@ from textual.widgets import Label, Static
 from engine.paths import home
 from tui import model_cache
 from tui.tabs.base import EngineTab
-from tui.widgets.attention_view import AttentionView, PromptStrip, View, caption, is_lstm
+from tui.widgets.attention_view import AttentionView, PromptStrip, View, caption, dims, is_lstm
 from tui.widgets.heatmap import SCALES
 from tui.widgets.inspect_side import InspectSide
 from tui.widgets.live_poller import LivePoller, LiveUpdate
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicked, RunPicker
-from tui.workers import engine_work
+from tui.workers import Throttle, engine_work
 
 MAX_REDRAWS = 10  # a second: holding an arrow key must not queue more frames than anyone can see
 DEFAULT_PROMPT_TOKENS = 48
@@ -73,11 +73,11 @@ class InspectTab(EngineTab, can_focus=True):
         Binding("p", "position(-1)", "Prev token", show=False),
         Binding("n", "position(1)", "Next token", key_display="p n"),
         Binding("a", "aggregate", "Single/mean/max"),
-        Binding("f", "toggle_first", "Hide sink"),
-        Binding("r", "toggle_normalize", "Row norm"),
+        Binding("f", "toggle('hide_first')", "Hide sink"),
+        Binding("r", "toggle('row_normalize')", "Row norm"),
         Binding("c", "scale", "Scale"),
         Binding("t", "side_panel", "Heads/Next/Lens/Trend"),
-        Binding("v", "live", "Live"),
+        Binding("v", "toggle('live')", "Live"),
         Binding("s", "export", "Export"),
     ]
 
@@ -95,8 +95,7 @@ class InspectTab(EngineTab, can_focus=True):
     def __init__(self) -> None:
         super().__init__()
         self.result: InspectResult | None = None
-        self._last_draw = 0.0
-        self._draw_pending = False
+        self.request_redraw = Throttle(self, 1 / MAX_REDRAWS, self._redraw)
 
     def compose(self) -> ComposeResult:
         # The prompt first: Tab from the tab lands in it (the run is usually chosen once).
@@ -126,13 +125,7 @@ class InspectTab(EngineTab, can_focus=True):
                     self.row_normalize, self.scale)
 
     def _dims(self) -> tuple[int, int, int]:
-        """(layers, heads, tokens) of the current inspection; heads is 1 for an LSTM."""
-        ins = self.inspection
-        if ins is None:
-            return (0, 0, 0)
-        if self.is_lstm:
-            return (len(ins.hidden), 1, len(ins.tokens))
-        return (*ins.attn.shape[:2], len(ins.tokens))
+        return dims(self.inspection) if self.inspection is not None else (0, 0, 0)
 
     # -- actions ----------------------------------------------------------------------------------------
 
@@ -178,37 +171,22 @@ class InspectTab(EngineTab, can_focus=True):
             self.action_head(cols)
 
     def action_layer(self, delta: int) -> None:
-        n_layers, _, _ = self._dims()
-        if n_layers:
-            self.sel_layer = (self.sel_layer + delta) % n_layers
+        self.sel_layer = (self.sel_layer + delta) % max(1, self._dims()[0])
 
     def action_head(self, delta: int) -> None:
-        _, n_heads, _ = self._dims()
-        if n_heads:
-            self.sel_head = (self.sel_head + delta) % n_heads
+        self.sel_head = (self.sel_head + delta) % max(1, self._dims()[1])
 
     def action_position(self, delta: int) -> None:
-        _, _, n_tokens = self._dims()
-        if n_tokens:
-            self.position = max(0, min(n_tokens - 1, self.position + delta))
+        self.position = max(0, min(self._dims()[2] - 1, self.position + delta))
 
     def action_aggregate(self) -> None:
         self.aggregate = AGGREGATES[(AGGREGATES.index(self.aggregate) + 1) % len(AGGREGATES)]
-
-    def action_toggle_first(self) -> None:
-        self.hide_first = not self.hide_first
-
-    def action_toggle_normalize(self) -> None:
-        self.row_normalize = not self.row_normalize
 
     def action_scale(self) -> None:
         self.scale = SCALES[(SCALES.index(self.scale) + 1) % len(SCALES)]
 
     def action_side_panel(self) -> None:
         self.query_one(InspectSide).next_pane()
-
-    def action_live(self) -> None:
-        self.live = not self.live
 
     def action_export(self) -> None:
         """The view as SVG and the raw matrices as .npz, into $SMALLGPT_HOME/exports/."""
@@ -235,12 +213,7 @@ class InspectTab(EngineTab, can_focus=True):
 
     def watch_live(self, live: bool) -> None:
         self.query_one("#insp-live", Label).update(f"live: {'on' if live else 'off'}")
-        poller = self.query_one(LivePoller)
-        if live:
-            poller.follow(self.query_one(RunPicker).run_dir)
-            poller.start()
-        else:
-            poller.stop()
+        self.query_one(LivePoller).switch(live, self.query_one(RunPicker).run_dir)
 
     # -- the inspection ---------------------------------------------------------------------------------
 
@@ -281,18 +254,7 @@ class InspectTab(EngineTab, can_focus=True):
 
     # -- drawing ----------------------------------------------------------------------------------------
 
-    def request_redraw(self, now: bool = False) -> None:
-        """Redraw at most MAX_REDRAWS times a second; a request inside the window is drawn at its end."""
-        wait = self._last_draw + 1 / MAX_REDRAWS - time.monotonic()
-        if now or wait <= 0:
-            self._redraw()
-        elif not self._draw_pending:
-            self._draw_pending = True
-            self.set_timer(wait, self._redraw)
-
     def _redraw(self) -> None:
-        self._draw_pending = False
-        self._last_draw = time.monotonic()
         ins = self.inspection
         if ins is None:
             return

@@ -38,6 +38,13 @@ def is_lstm(ins: Any) -> bool:
     return getattr(ins, "attn", None) is None
 
 
+def dims(ins: Any) -> tuple[int, int, int]:
+    """(layers, heads, tokens); heads is 1 for an LSTM."""
+    if is_lstm(ins):
+        return (len(ins.hidden), 1, len(ins.tokens))
+    return (*ins.attn.shape[:2], len(ins.tokens))
+
+
 def selected_matrix(ins: Any, v: View) -> np.ndarray:
     """The raw matrix the zoomed view shows: one head, or the mean/max over the layer's heads; for an LSTM
     the layer's hidden activations as units x time."""

@@ -32,6 +32,13 @@ class LivePoller(ReportsWorkerErrors, Widget):
         self._reader: Any = None  # engine.events.EventReader of run_dir
         self._stamp: Any = None
 
+    def switch(self, on: bool, run_dir: Path | None) -> None:
+        if on:
+            self.follow(run_dir)
+            self.start()
+        else:
+            self.stop()
+
     def follow(self, run_dir: Path | None) -> None:
         """Poll this run from now on; its events are read from the top."""
         if run_dir != self.run_dir:
