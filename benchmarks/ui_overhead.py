@@ -90,12 +90,12 @@ async def _watch(cfg, name: str) -> tuple[Path, float]:
         while any(w.is_running and w.group != "follow" and w.name != "_loader" for w in app.workers):
             await pilot.pause(0.1)
         await pilot.press("3")  # the Train tab visible: the curves are drawn, not just buffered
-        tab = app.query_one(TrainTab)
+        follower = app.query_one(TrainTab).follower
         run = create_run(cfg, name=name)
-        tab.attach(run, launch(run))
+        follower.attach(run, launch(run))
         cpu0, wall0 = time.process_time(), time.monotonic()
         while True:
-            w = tab.watches.get(str(run))
+            w = follower.watches.get(str(run))
             if w is not None and w.history.ended and not w.running and w.pid is None:
                 break
             # A plain sleep: pilot.pause also walks every widget and forces a screen update, harness work

@@ -182,10 +182,10 @@ async def main():
         await pilot.press("3")
         await fill_train_form(pilot, {**TINY_FORM, "max_steps": "100000"})
         await pilot.press("ctrl+s")
-        tab = app.query_one(TrainTab)
-        await wait_for(pilot, lambda: tab.watches.get(tab.attached) is not None
-                       and tab.watches[tab.attached].running, timeout=300, what="the run")
-        print("attached", tab.attached, flush=True)
+        follower = app.query_one(TrainTab).follower
+        await wait_for(pilot, lambda: follower.followed is not None and follower.followed.running,
+                       timeout=300, what="the run")
+        print("attached", follower.attached, flush=True)
         await asyncio.sleep(3600)  # until killed
 
 asyncio.run(main())
@@ -195,8 +195,7 @@ asyncio.run(main())
 def _watch(app: Any) -> Any:
     from tui.tabs.train import TrainTab
 
-    tab = app.query_one(TrainTab)
-    return tab.watches.get(tab.attached)
+    return app.query_one(TrainTab).follower.followed
 
 
 @pytest.mark.slow

@@ -56,8 +56,8 @@ class TrainTab(EngineTab):
     def monitor(self) -> RunMonitor:
         return self.query_one(RunMonitor)
 
-    def on_follow_changed(self, _: FollowChanged) -> None:
-        self.redraw(force=True)
+    def on_follow_changed(self, message: FollowChanged) -> None:
+        self.redraw(message.force)
 
     def redraw(self, force: bool = False) -> None:
         """The runs table, the Stop/Resume buttons and (paced, unless forced) the monitor."""

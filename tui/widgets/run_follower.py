@@ -75,6 +75,7 @@ class Watch:
 @dataclass
 class FollowChanged(Message):
     """The runs list, or whether a followed or overlaid run is live, changed: redraw now."""
+    force: bool = False  # the user chose another run: draw even the paced parts, even while hidden
 
 
 class RunFollower(ReportsWorkerErrors, Widget):
@@ -118,7 +119,7 @@ class RunFollower(ReportsWorkerErrors, Widget):
             reap_when_done(pid)
         self.watches[key] = w
         self.post_message(RunAttached(key))
-        self.post_message(FollowChanged())
+        self.post_message(FollowChanged(force=True))
 
     def toggle_overlay(self, path: str) -> None:
         if path == self.attached:
@@ -129,7 +130,7 @@ class RunFollower(ReportsWorkerErrors, Widget):
         else:
             self.overlay.add(path)
             self.watches[path] = Watch(Path(path), EventReader(Path(path)), RunHistory(Path(path).name))
-        self.post_message(FollowChanged())
+        self.post_message(FollowChanged(force=True))
 
     def is_live(self, path: str) -> bool:
         w = self.watches.get(path)
