@@ -261,11 +261,11 @@ async def test_a_run_the_app_launched_is_reaped_while_it_follows_another(home, c
     app = SmallGPTApp(corpus=corpus)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("3")
-        tab = app.query_one(TrainTab)
+        follower = app.query_one(TrainTab).follower
         # A stand-in for the trainer (launched without Popen, which would reap it itself).
         child = os.posix_spawn(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)"], os.environ)
-        tab.attach(home / "checkpoints" / "launched", child)
-        tab.attach(other)  # the user follows another run: nothing polls the first one now
+        follower.attach(home / "checkpoints" / "launched", child)
+        follower.attach(other)  # the user follows another run: nothing polls the first one now
         os.kill(child, signal.SIGKILL)
         await wait_for(pilot, lambda: proc_stat(child) is None, timeout=30, what="the stopped child to be reaped")
 

@@ -45,8 +45,11 @@ class TrainTab(EngineTab):
     ]
     can_focus = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.follower = RunFollower()  # asked about live runs at quit or hang-up, even before it is mounted
+
     def compose(self) -> ComposeResult:
-        self.follower = RunFollower()
         yield self.follower
         with Horizontal(id="train-body"):
             yield TrainForm(id="train-left")
