@@ -25,12 +25,14 @@ import safetensors.torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .config import RunConfig
+from .config import ModelConfig, RunConfig
 from .errors import CheckpointError, ConfigError
+from .lora import adapter_tensors, is_adapted, load_adapters, merge, set_trainable
 from .models import build_model
 from .quantize import FORMAT as INT8_FORMAT
 from .quantize import quantize_model
 from .rundir import CHECKPOINTS, RunDir
+from .runs import resolve_run
 from .tokenizer import Tokenizer
 
 MODEL_FILE = "model.safetensors"
@@ -60,8 +62,11 @@ def save_checkpoint(run_dir: Path, which: str, model: nn.Module, optimizer: torc
     tmp.mkdir()
     try:
         model_path = tmp / MODEL_FILE
-        # save_model drops the duplicate name of tied weights (the GPT's head shares the embedding).
-        safetensors.torch.save_model(model, str(model_path), metadata={"format": "pt"})
+        adapters = adapter_tensors(model)  # a LoRA run saves its adapters only: the base is its init_from
+        if adapters is not None:
+            safetensors.torch.save_file(adapters, str(model_path), metadata={"format": "pt", "adapters": "lora"})
+        else:  # save_model drops the duplicate name of tied weights (the GPT's head shares the embedding)
+            safetensors.torch.save_model(model, str(model_path), metadata={"format": "pt"})
         _fsync_file(model_path)
         if optimizer is not None:
             tensors, meta = _flatten_optimizer(optimizer.state_dict())
@@ -138,13 +143,15 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
         raise CheckpointError(f"Run {run_dir} has no checkpoint to resume from: start it without --resume.")
     state = read_state(ckpt)
     check_model_config(state.get("model_config", {}), asdict(model.config), run_dir)
-    load_weights(model, ckpt / MODEL_FILE, device)
+    (load_adapters if is_adapted(model) else load_weights)(model, ckpt / MODEL_FILE, device)
     load_optimizer(optimizer, ckpt / OPTIM_FILE)
     return state
 
 
 def check_model_config(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
-    """ConfigError naming the changed [model] fields, if any."""
+    """ConfigError naming the changed [model] fields, if any. A field newer than the checkpoint counts as
+    its default."""
+    saved = {**asdict(ModelConfig()), **saved}
     changed = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
                if saved.get(k) != current.get(k) and k != "dropout"]  # dropout only shapes training noise
     if changed:
@@ -178,6 +185,10 @@ def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple
         raise CheckpointError(f"Run {run_dir} has no int8 checkpoint yet: run `smallgpt quantize {rd.name}` first.")
     if ckpt is None:
         raise CheckpointError(f"Run {run_dir} has no {which} checkpoint yet: train it (or wait for its first eval).")
+    if cfg.lora.rank and which != "int8":  # adapters over the base run's weights, merged for inference
+        model = build_for_training(cfg, fresh=False)
+        load_adapters(model, ckpt / MODEL_FILE)
+        return merge(model).to(device).eval(), cfg, tokenizer
     model = build_model(cfg.model)
     if which == "int8":
         state = read_state(ckpt)
@@ -188,6 +199,37 @@ def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple
     load_weights(model, ckpt / MODEL_FILE, device)
     model.to(device).eval()
     return model, cfg, tokenizer
+
+
+def build_for_training(cfg: RunConfig, fresh: bool) -> nn.Module:
+    """A run's model with its trainable scope set (engine.lora.set_trainable): base weights loaded from
+    task.init_from for a fresh start, and always for LoRA (its checkpoints hold only the adapters)."""
+    model = build_model(cfg.model)
+    if cfg.task.init_from and (fresh or cfg.lora.rank):
+        load_base(model, cfg.task.init_from)
+    set_trainable(model, cfg)
+    return model
+
+
+def parse_init_from(spec: str) -> tuple[Path, str]:
+    """"RUN[:latest|best]" -> (the run directory, the checkpoint; best by default)."""
+    name, _, which = spec.rpartition(":")
+    return (resolve_run(name), which) if which in ("best", "latest") else (resolve_run(spec), "best")
+
+
+def load_base(model: nn.Module, init_from: str) -> None:
+    """Copy the base run's weights (a LoRA base merged) into model; a task head of either side is skipped."""
+    base_dir, which = parse_init_from(init_from)
+    base, _, _ = load_model(base_dir, which)
+    own = model.state_dict()
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("score.")}
+    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"The base run {base_dir} does not fit this run's model ({wrong[0]}): fine-tune a new "
+                              f"run from it with `smallgpt finetune`.")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
 
 
 def encode_bytes(t: torch.Tensor) -> str:

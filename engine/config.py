@@ -1,6 +1,6 @@
 """Run configuration: dataclasses saved to and loaded from TOML, presets, and validation; sampling settings.
 
-A run's config.toml has three tables, [model], [data] and [train], one per dataclass below. Unknown keys
+A run's config.toml has five tables, [model], [data], [train], [task] and [lora], one per dataclass below. Unknown keys
 are refused (a typo must not be silently ignored); missing keys take their defaults.
 
 Every setting is a knob, declared once as a field of these dataclasses with `knob(...)`: its type and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import cache
@@ -25,6 +26,7 @@ MODEL_KINDS = ("gpt", "lstm")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TASK_KINDS = ("lm", "classify", "instruct")
 CHECKPOINTS = ("best", "latest", "int8")  # the checkpoints of a run a command or tab can load
 DEFAULT_PRESET = "tiny"
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[str]": list}
@@ -44,10 +46,16 @@ class Knob:
     commands: tuple[str, ...] = ()  # the `smallgpt` commands that take it as a flag
     label: str = ""  # its label in a TUI form (Train tab: model/train knobs; Generate tab: sample); "" = none
     optional: bool = False  # None is allowed: "off" (an empty form field)
+    prefix: str = ""  # the flag's prefix ("lora_": --lora-rank for [lora] rank)
+
+    @property
+    def dest(self) -> str:
+        """The flag's argparse attribute."""
+        return self.prefix + self.name
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.dest.replace("_", "-")
 
     @property
     def path(self) -> str:
@@ -107,17 +115,19 @@ def knobs(cls: type) -> tuple[Knob, ...]:
         kind = str(f.type).replace(" | None", "")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         out.append(Knob(cls.TABLE, f.name, _TYPES[kind], default, optional="None" in str(f.type),
-                        **f.metadata["knob"]))
+                        prefix=getattr(cls, "FLAG_PREFIX", ""), **f.metadata["knob"]))
     return tuple(out)
 
 
 def knobs_for(command: str) -> list[Knob]:
     """The knobs a `smallgpt` command takes as flags."""
-    return [k for cls in (ModelConfig, DataConfig, TrainConfig, SamplingConfig) for k in knobs(cls)
-            if command in k.commands]
+    return [k for cls in (ModelConfig, DataConfig, TrainConfig, TaskConfig, LoraConfig, SamplingConfig)
+            for k in knobs(cls) if command in k.commands]
 
 
 TRAIN = ("train",)  # the knobs `smallgpt train` takes as flags
+FINETUNE = ("finetune",)
+TUNE = ("train", "finetune")  # training knobs both commands take
 GENERATE = ("generate",)
 
 
@@ -130,9 +140,11 @@ class ModelConfig:
     n_head: int = knob(4, "attention heads per block", bounds="[1, inf)", commands=TRAIN, label="heads")
     n_embd: int = knob(128, "embedding width", bounds="[1, inf)", commands=TRAIN, label="width")
     block_size: int = knob(64, "context length in tokens", bounds="[1, inf)", commands=TRAIN, label="block size")
-    dropout: float = knob(0.0, "dropout probability", bounds="[0, 1)", commands=TRAIN, label="dropout")
+    dropout: float = knob(0.0, "dropout probability", bounds="[0, 1)", commands=TUNE, label="dropout")
     mlp_ratio: int = knob(4, "MLP width as a multiple of n_embd", bounds="[1, inf)")
     bias: bool = knob(True, "biases in the linear layers and LayerNorms")
+    n_classes: int = knob(0, "> 0: a classifier (its head on the last real token); set by smallgpt finetune",
+                          bounds="[0, inf)")
 
 
 @dataclass
@@ -146,33 +158,67 @@ class DataConfig:
                                commands=TRAIN)
     vocab_size: int = knob(0, "vocabulary of a word/bpe tokenizer the run trains; 0: the kind's default",
                            bounds="[0, inf)", commands=TRAIN)
-    val_ratio: float = knob(0.1, "share of the corpus held out for validation (its end)", bounds="(0, 0.5)")
+    val_ratio: float = knob(0.1, "share held out for validation (a corpus: its end; task data: seeded records)",
+                            bounds="(0, 0.5)", commands=FINETUNE)
 
 
 @dataclass
 class TrainConfig:
     TABLE: ClassVar[str] = "train"
-    batch_size: int = knob(32, "sequences per step", bounds="[1, inf)", commands=TRAIN, label="batch")
-    grad_accum: int = knob(1, "micro-batches accumulated per step", bounds="[1, inf)", commands=TRAIN,
+    batch_size: int = knob(32, "sequences per step", bounds="[1, inf)", commands=TUNE, label="batch")
+    grad_accum: int = knob(1, "micro-batches accumulated per step", bounds="[1, inf)", commands=TUNE,
                            label="grad accum")
-    lr: float = knob(2e-3, "peak learning rate", bounds="(0, inf)", commands=TRAIN, label="learning rate")
+    lr: float = knob(2e-3, "peak learning rate", bounds="(0, inf)", commands=TUNE, label="learning rate")
     min_lr: float = knob(2e-4, "learning rate at the end of the cosine schedule", bounds="[0, inf)")
-    warmup_steps: int = knob(100, "steps of linear warmup", bounds="[0, inf)", commands=TRAIN, label="warmup")
-    max_steps: int = knob(2000, "optimizer steps to train", bounds="[1, inf)", commands=TRAIN, label="steps")
-    weight_decay: float = knob(0.1, "AdamW weight decay", bounds="[0, inf)", commands=TRAIN, label="weight decay")
+    warmup_steps: int = knob(100, "steps of linear warmup", bounds="[0, inf)", commands=TUNE, label="warmup")
+    max_steps: int = knob(2000, "optimizer steps to train", bounds="[1, inf)", commands=TUNE, label="steps")
+    weight_decay: float = knob(0.1, "AdamW weight decay", bounds="[0, inf)", commands=TUNE, label="weight decay")
     beta1: float = knob(0.9, "AdamW beta1", bounds="[0, 1)")
     beta2: float = knob(0.99, "AdamW beta2", bounds="[0, 1)")
-    grad_clip: float = knob(1.0, "gradient norm clip (0: off)", bounds="[0, inf)", commands=TRAIN,
+    grad_clip: float = knob(1.0, "gradient norm clip (0: off)", bounds="[0, inf)", commands=TUNE,
                             label="grad clip")
-    eval_interval: int = knob(250, "steps between evaluations", bounds="[1, inf)", commands=TRAIN,
+    eval_interval: int = knob(250, "steps between evaluations", bounds="[1, inf)", commands=TUNE,
                               label="eval every")
-    eval_batches: int = knob(20, "batches per evaluation", bounds="[1, inf)", commands=TRAIN)
-    sample_tokens: int = knob(200, "tokens sampled at each evaluation", bounds="[0, inf)")
+    eval_batches: int = knob(20, "batches per evaluation", bounds="[1, inf)", commands=TUNE)
+    sample_tokens: int = knob(200, "tokens sampled at each evaluation", bounds="[0, inf)", commands=FINETUNE)
     log_interval: int = knob(10, "steps between step events", bounds="[1, inf)")
-    dtype: str = knob("auto", "compute dtype (auto: bf16 where fast)", choices=DTYPES, commands=TRAIN, label="dtype")
-    device: str = knob("auto", "where to train", choices=DEVICES, commands=TRAIN, label="device")
+    dtype: str = knob("auto", "compute dtype (auto: bf16 where fast)", choices=DTYPES, commands=TUNE, label="dtype")
+    device: str = knob("auto", "where to train", choices=DEVICES, commands=TUNE, label="device")
     compile: bool = knob(False, "torch.compile the model", commands=TRAIN)
-    seed: int = knob(1337, "random seed", commands=TRAIN, label="seed")
+    seed: int = knob(1337, "random seed", commands=TUNE, label="seed")
+
+
+@dataclass
+class TaskConfig:
+    """What the run trains for (engine.tasks) and where its weights started (DESIGN 10)."""
+
+    TABLE: ClassVar[str] = "task"
+    kind: str = knob("lm", "lm | classify | instruct; data.corpus names the task's data", choices=TASK_KINDS)
+    init_from: str = knob("", "RUN[:latest|best] the weights start from; empty: random init")
+    train: str = knob("", "base weights to train: all | head | last-N (classify default: last-1)",
+                      commands=FINETUNE)
+    text_col: str = knob("", "classification CSV/TSV text column (name or 0-based number)", commands=FINETUNE)
+    label_col: str = knob("", "classification CSV/TSV label column (name or 0-based number)", commands=FINETUNE)
+    balance: bool = knob(False, "classify: undersample every class to the rarest one's count", commands=FINETUNE)
+    test_ratio: float = knob(0.1, "records held out for the final test report", bounds="[0, 0.5)",
+                             commands=FINETUNE)
+    eval_samples: int = knob(2, "instruct: held-out instructions answered at each eval", bounds="[0, inf)",
+                             commands=FINETUNE)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on a frozen base (engine.lora); flags --lora-rank etc."""
+
+    TABLE: ClassVar[str] = "lora"
+    FLAG_PREFIX: ClassVar[str] = "lora_"
+    rank: int = knob(0, "train LoRA adapters of this rank on a frozen base (0: no LoRA)", bounds="[0, inf)",
+                     commands=FINETUNE)
+    alpha: float = knob(16.0, "LoRA scale numerator (the update is alpha / rank * B A)", bounds="(0, inf)",
+                        commands=FINETUNE)
+    dropout: float = knob(0.05, "dropout on the adapters' input", bounds="[0, 1)", commands=FINETUNE)
+    targets: str = knob("c_attn,c_proj,c_fc", "comma-separated names of the Linear layers to adapt",
+                        commands=FINETUNE)
 
 
 @dataclass
@@ -180,20 +226,19 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {"model": asdict(self.model), "data": asdict(self.data), "train": asdict(self.train)}
+        return {name: asdict(getattr(self, name)) for name in _TABLES}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        unknown = set(d) - {"model", "data", "train"}
+        unknown = set(d) - set(_TABLES)
         if unknown:
-            raise ConfigError(f"Unknown config table(s) {sorted(unknown)}: use [model], [data] and [train].")
-        return cls(
-            model=_build(ModelConfig, d.get("model", {}), "model"),
-            data=_build(DataConfig, d.get("data", {}), "data"),
-            train=_build(TrainConfig, d.get("train", {}), "train"),
-        )
+            raise ConfigError(f"Unknown config table(s) {sorted(unknown)}: use "
+                              f"{', '.join(f'[{t}]' for t in _TABLES)}.")
+        return cls(**{name: _build(c, d.get(name, {}), name) for name, c in _TABLES.items()})
 
     def save(self, path: Path) -> None:
         Path(path).write_text(dumps_toml(self.to_dict()))
@@ -277,11 +322,14 @@ def preset(name: str) -> RunConfig:
     return apply_overrides(RunConfig(), PRESETS[name])
 
 
+_TABLES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "task": TaskConfig, "lora": LoraConfig}
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
     """A copy of cfg with {table: {key: value}} applied; None values are skipped (an unset CLI flag)."""
-    tables = {"model": cfg.model, "data": cfg.data, "train": cfg.train}
     out = {}
-    for table, obj in tables.items():
+    for table in _TABLES:
+        obj = getattr(cfg, table)
         values = {k: v for k, v in overrides.get(table, {}).items() if v is not None}
         out[table] = _build(type(obj), {**asdict(obj), **values}, table)
     return RunConfig(**out)
@@ -290,7 +338,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> Run
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with one clear sentence for the first invalid field: each knob's choices and bounds,
     then the rules that tie two knobs together."""
-    for obj in (cfg.model, cfg.data, cfg.train):
+    for obj in (cfg.model, cfg.data, cfg.train, cfg.task, cfg.lora):
         for k in knobs(type(obj)):
             k.check(getattr(obj, k.name))
     m, t = cfg.model, cfg.train
@@ -299,6 +347,28 @@ def validate(cfg: RunConfig) -> None:
                           f"pick a width that is a multiple of the head count.")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr}).")
+    _validate_task(cfg)
+
+
+def _validate_task(cfg: RunConfig) -> None:
+    k, lo = cfg.task, cfg.lora
+    if k.train and not (k.train in ("all", "head") or re.fullmatch(r"last-[1-9][0-9]*", k.train)):
+        raise ConfigError(f"task.train must be all, head or last-N such as last-1 (got '{k.train}').")
+    if k.train == "head" and k.kind != "classify":
+        raise ConfigError("task.train = head needs --task classify (only a classifier has a head of its own): "
+                          "use last-N or all.")
+    if k.kind != "lm" and cfg.model.kind != "gpt":
+        raise ConfigError(f"The {k.kind} task needs a GPT run (got a {cfg.model.kind}): fine-tune a GPT.")
+    if k.test_ratio + cfg.data.val_ratio >= 0.9:
+        raise ConfigError(f"task.test_ratio {k.test_ratio} and data.val_ratio {cfg.data.val_ratio} leave too few "
+                          f"records to train on: lower them.")
+    if lo.rank:
+        if k.train:
+            raise ConfigError(f"LoRA trains adapters on a frozen base: drop --train {k.train}, or drop --lora-rank.")
+        if not k.init_from:
+            raise ConfigError("LoRA adapts pretrained weights: give the base run with --from RUN.")
+        if not [t for t in lo.targets.split(",") if t.strip()]:
+            raise ConfigError("lora.targets names no layer: give Linear layer names such as c_attn,c_proj,c_fc.")
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -118,6 +118,13 @@ class Start(Event):
     resumed_from: int | None = None
     world_size: int = 1
     tokens_per_step: int = 0
+    task: str = "lm"  # engine.tasks: lm | classify | instruct
+    init_from: str = ""  # the run the weights started from ("" = random init)
+    trainable: dict[str, Any] = field(default_factory=dict)  # engine.lora.trainable_counts
+    labels: list[str] = field(default_factory=list)  # classify
+    template: str = ""  # instruct
+    split: dict[str, int] = field(default_factory=dict)  # classify, instruct: seed and records per split
+    dropped_too_long: int = 0  # instruct: records whose prompt fills the block
 
     @property
     def total_params(self) -> int | None:
@@ -142,6 +149,7 @@ class Eval(Event):
     train_loss: float | None = None
     val_loss: float | None = None
     val_perplexity: float | None = None
+    val_accuracy: float | None = None  # classify
 
 
 @dataclass
@@ -168,12 +176,21 @@ class Done(Event):
 
 
 @dataclass
+class Report(Event):
+    """A classifier's metrics at the end of training, per split: records, accuracy, precision and recall
+    per class, confusion[true][predicted], majority_baseline."""
+    labels: list[str] = field(default_factory=list)
+    val: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Error(Event):
     message: str = ""
 
 
 KINDS: dict[str, type[Event]] = {"start": Start, "step": Step, "eval": Eval, "sample": Sample, "heads": Heads,
-                                 "checkpoint": Checkpoint, "done": Done, "error": Error}
+                                 "checkpoint": Checkpoint, "done": Done, "report": Report, "error": Error}
 _FIELDS = {kind: {f.name for f in fields(cls)} for kind, cls in KINDS.items()}
 
 

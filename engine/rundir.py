@@ -1,6 +1,7 @@
 """The layout of a run directory: the one place that names its files.
 
     RUN/config.toml tokenizer.json events.jsonl train.log pid run.lock ckpt/{latest,best,int8}/
+    task.json (a fine-tuned run's labels or prompt template, data fingerprint and split: engine.tasks)
 
 Imports nothing heavy: the TUI and the CLI list runs through it.
 """
@@ -31,6 +32,10 @@ class RunDir:
     @property
     def tokenizer(self) -> Path:
         return self.path / "tokenizer.json"
+
+    @property
+    def task(self) -> Path:
+        return self.path / "task.json"
 
     @property
     def events(self) -> Path:

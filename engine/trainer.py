@@ -27,22 +27,20 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .corpora import load_corpus
-from .dataset import TokenDataset, prepare_dataset
 from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
 from .inspection import heads_event
-from .models import build_model, count_params
+from .lora import trainable_counts
+from .models import count_params
 from .process import FreeCores, pick_device, pick_dtype, torch_threads
 from .rundir import RunDir
 from .runs import hold_lock, install_tokenizer
-from .sampler import SamplingConfig, generate_text
+from .tasks import make_task
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("engine.trainer")
 
 EventCallback = Callable[[dict[str, Any]], None]
-SAMPLE_SEED = 1234  # samples at each eval use one seed, so they differ only by what the model learned
 EVAL_SEED = 4321  # the fixed eval batches are drawn with their own generator, the same every eval
 
 
@@ -201,16 +199,9 @@ class _Trainer:
                 rd.events.unlink(missing_ok=True)
             self.writer = EventWriter(run_dir, time_offset=self._time_offset(state))
 
-        corpus = load_corpus(cfg.data.corpus)
-        data_dir = prepare_dataset(corpus, tokenizer, val_ratio=cfg.data.val_ratio)
+        self.task = make_task(cfg, tokenizer, run_dir)  # lm: the corpus encoded; classify/instruct: records
         if dist.world_size > 1 and dist.main:
             torch.distributed.barrier()
-        self.train_ds, val_ds = TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
-        block = cfg.model.block_size
-        for split, ds in (("validation", val_ds), ("training", self.train_ds)):
-            if len(ds) < block + 1:
-                raise ConfigError(f"block_size {block} needs at least {block + 1} tokens but the {split} split has "
-                                  f"{len(ds)}: use a smaller --block-size or a bigger corpus.")
 
         device = pick_device(cfg.train.device)
         if device == "cuda" and dist.world_size > 1:
@@ -223,7 +214,7 @@ class _Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg.model).to(device)
+        self.model = ckpt.build_for_training(cfg, fresh=state is None).to(device)
         self.optimizer = make_optimizer(self.model, cfg, self.dev_type)
         # Each rank draws its own batches: seeds differ by rank, like a DistributedSampler's shards.
         self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919 * dist.rank)
@@ -244,21 +235,21 @@ class _Trainer:
 
         t = cfg.train
         self.params = count_params(self.model)
-        self.tokens_per_step = t.batch_size * block * t.grad_accum * dist.world_size
+        trainable = trainable_counts(self.model)
         self.tokens_seen = int(state.get("tokens_seen", 0)) if state else 0
         self.last_eval: dict[str, float] = {}
         self.train_time = 0.0
-        self.trained_steps = 0
+        self.trained_tokens = 0
         self.emit("start", config=cfg.to_dict(), params=self.params, device=device, dtype=self.dtype,
                   resumed_from=self.step if state is not None else None, world_size=dist.world_size,
-                  tokens_per_step=self.tokens_per_step)
-        log.info("start: step %d/%d, %s params, %s %s%s", self.step, t.max_steps, self.params, device, self.dtype,
-                 " (resumed)" if state is not None else "")
+                  tokens_per_step=t.batch_size * cfg.model.block_size * t.grad_accum * dist.world_size,
+                  task=cfg.task.kind, init_from=cfg.task.init_from, trainable=trainable, **self.task.start_fields())
+        log.info("start: step %d/%d, %s params (%d trainable), %s %s%s", self.step, t.max_steps, self.params,
+                 trainable["trainable"], device, self.dtype, " (resumed)" if state is not None else "")
         self.net = self._wrap(self.model)
         eval_gen = torch.Generator().manual_seed(EVAL_SEED)
-        # Pre-drawn: every eval sees exactly the same windows, so successive evals are comparable.
-        self.eval_sets = {split: [ds.get_batch(t.batch_size, block, eval_gen) for _ in range(t.eval_batches)]
-                          for split, ds in (("val", val_ds), ("train", self.train_ds))}
+        # Pre-drawn: every eval sees exactly the same batches, so successive evals are comparable.
+        self.eval_sets = self.task.eval_sets(t.batch_size, t.eval_batches, eval_gen)
         return state
 
     def _time_offset(self, state: dict[str, Any] | None) -> float:
@@ -293,7 +284,7 @@ class _Trainer:
         reason = "max_steps"
         loss_sum = torch.zeros((), device=self.device)
         n_loss = 0
-        window_t0, window_steps = time.perf_counter(), 0
+        window_t0, window_steps, window_tokens = time.perf_counter(), 0, 0
         free_cores = FreeCores(torch.get_num_threads()) if self.dev_type == "cpu" else None
         self.model.train()
         # torch_threads(): the thread count FreeCores changes is restored after (train() may run in-process).
@@ -302,14 +293,15 @@ class _Trainer:
                 lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
+                step_tokens = 0
                 for micro in range(t.grad_accum):
-                    x, y = self.train_ds.get_batch(t.batch_size, self.cfg.model.block_size, self.gen)
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    batch = [b.to(self.device, non_blocking=True) for b in self.task.train_batch(t.batch_size, self.gen)]
+                    step_tokens += batch[0].numel() * self.dist.world_size
                     # DDP: all-reduce gradients only on the last micro-step of an accumulation.
                     sync = self.net.no_sync() if ddp and micro < t.grad_accum - 1 else nullcontext()
                     with sync:
                         with self.autocast():  # the forward only: backward runs in the dtypes autocast chose
-                            _, loss = self.net(x, y)
+                            _, loss = self.net(*batch)
                         (loss / t.grad_accum).backward()
                     loss_sum += loss.detach()
                 n_loss += t.grad_accum
@@ -318,8 +310,9 @@ class _Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                self.tokens_seen += self.tokens_per_step
+                self.tokens_seen += step_tokens
                 window_steps += 1
+                window_tokens += step_tokens
 
                 stopping = self._stop_agreed(stop.requested) if ddp else stop.requested
                 at_log = self.step % t.log_interval == 0 or self.step == t.max_steps or stopping
@@ -333,14 +326,14 @@ class _Trainer:
                     n_loss = 0
                     elapsed = time.perf_counter() - window_t0
                     self.train_time += elapsed
-                    self.trained_steps += window_steps
+                    self.trained_tokens += window_tokens
                     self._check_finite(loss)
-                    tps = window_steps * self.tokens_per_step / max(elapsed, 1e-9)
+                    tps = window_tokens / max(elapsed, 1e-9)
                     eta = (t.max_steps - self.step) * elapsed / window_steps
                     self.emit("step", loss=loss, lr=lr, tokens_per_s=round(tps, 1), tokens_seen=self.tokens_seen,
                               eta_s=round(eta, 1))
                     self._fit_threads(free_cores)
-                    window_t0, window_steps = time.perf_counter(), 0
+                    window_t0, window_steps, window_tokens = time.perf_counter(), 0, 0
                 if at_eval:
                     paused = time.perf_counter()
                     self._evaluate()
@@ -350,6 +343,8 @@ class _Trainer:
                     if not at_eval:  # an eval just saved latest at this very step
                         self._checkpoint(best=False)
                     break
+        if self.dist.main and reason == "max_steps":
+            self._report()
         self.emit("done", reason=reason, tokens_seen=self.tokens_seen)
         log.info("done (%s) at step %d", reason, self.step)
         return self.summary(reason)
@@ -378,11 +373,11 @@ class _Trainer:
 
     # --- evaluation, samples, checkpoints -----------------------------------------------------------
     @torch.no_grad()
-    def loss_on(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    def loss_on(self, batches: list[tuple[torch.Tensor, ...]]) -> float:
         total = torch.zeros((), device=self.device)
-        for x, y in batches:
+        for batch in batches:
             with self.autocast():
-                _, loss = self.model(x.to(self.device), y.to(self.device))
+                _, loss = self.model(*[b.to(self.device) for b in batch])
             total += loss.float()
         return total.item() / len(batches)
 
@@ -398,9 +393,10 @@ class _Trainer:
             self._check_finite(val_loss)
             self.last_eval = {"train_loss": train_loss, "val_loss": val_loss}
             self.emit("eval", train_loss=train_loss, val_loss=val_loss,
-                      val_perplexity=sanitize(math.exp(min(val_loss, 700.0))))
-            if self.cfg.train.sample_tokens:
-                self.emit("sample", text=self._sample())
+                      val_perplexity=sanitize(math.exp(min(val_loss, 700.0))), **self.task.eval_fields(self.model))
+            text = self.task.sample(self.model, self.cfg.train.sample_tokens) if self.cfg.train.sample_tokens else None
+            if text is not None:
+                self.emit("sample", text=text)
             # Per layer and head metrics of the GPT on a fixed probe (one validation window); None for an LSTM.
             heads = heads_event(self.model, self.eval_sets["val"][0][0][:1])
             if heads is not None:
@@ -411,9 +407,14 @@ class _Trainer:
             self.best_val = val_loss
         self._checkpoint(best=improved)
 
-    def _sample(self) -> str:
-        scfg = SamplingConfig(max_new_tokens=self.cfg.train.sample_tokens, seed=SAMPLE_SEED)
-        return generate_text(self.model, self.tokenizer, "\n", scfg)
+    def _report(self) -> None:
+        """The task's final report (a classifier's metrics on val and test), from the model as trained."""
+        with torch.random.fork_rng(devices=[self.device] if self.dev_type == "cuda" else []):
+            self.model.eval()
+            report = self.task.report(self.model)
+            self.model.train()
+        if report is not None:
+            self.emit("report", **report)
 
     def _checkpoint(self, best: bool) -> None:
         """Write latest (and best). Under DDP every rank calls it: the gather is collective."""
@@ -441,8 +442,7 @@ class _Trainer:
         return {"run_dir": str(self.rd.path), "steps": self.step, "reason": reason,
                 "train_loss": self.last_eval.get("train_loss"), "val_loss": self.last_eval.get("val_loss"),
                 "best_val_loss": sanitize(self.best_val),
-                "tokens_per_s": round(self.trained_steps * self.tokens_per_step / self.train_time, 1)
-                if self.train_time else None,
+                "tokens_per_s": round(self.trained_tokens / self.train_time, 1) if self.train_time else None,
                 "tokens_seen": self.tokens_seen, "params": self.params["total"], "device": self.device,
                 "dtype": self.dtype}
 

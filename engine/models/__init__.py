@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from .classifier import GPTClassifier
 from .gpt import GPT, KVCache
 from .lstm import LSTM, LSTMState
 
@@ -13,11 +14,14 @@ __all__ = ["GPT", "LSTM", "KVCache", "LSTMState", "build_model", "count_params"]
 
 
 def build_model(cfg: ModelConfig) -> GPT | LSTM:
-    """A freshly initialised model of cfg.kind (on the current default device)."""
+    """A freshly initialised model of cfg.kind (on the current default device); a GPTClassifier when
+    cfg.n_classes > 0."""
     if cfg.vocab_size < 1:
         raise ConfigError(f"model.vocab_size must be positive (got {cfg.vocab_size}): "
                           f"set it from the tokenizer before building the model.")
     if cfg.kind == "gpt":
+        if cfg.n_classes:
+            return GPTClassifier(cfg)
         return GPT(cfg)
     if cfg.kind == "lstm":
         return LSTM(cfg)
