@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--head", type=int, default=0)
     i.add_argument("--json", action="store_true")
 
+    _add_finetune_verbs(sub)
+
     r = sub.add_parser("runs", help="list, stop or tail runs")
     rsub = r.add_subparsers(dest="action", required=True)
     x = rsub.add_parser("list")
@@ -130,6 +132,67 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run")
     x.add_argument("--follow", "-f", action="store_true")
     return p
+
+
+def _add_finetune_verbs(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("finetune", help="fine-tune a run for a task: classify, instruct or lm (LoRA optional)")
+    f.add_argument("--task", choices=["classify", "instruct", "lm"], required=True)
+    f.add_argument("--from", dest="init_from", required=True, metavar="RUN[:latest|best]",
+                   help="the run whose weights to start from")
+    f.add_argument("--data", required=True, help="task data: a file, a built-in set (python-kinds, "
+                                                 "python-instruct) or a catalog name (instruction-data)")
+    where = f.add_mutually_exclusive_group()
+    where.add_argument("--run", help="name of the new run under checkpoints/")
+    where.add_argument("--run-dir", help="directory of the new run")
+    f.add_argument("--train", help="base weights to train: all | head | last-N (classify default: last-1)")
+    f.add_argument("--text-col", help="classification CSV/TSV text column (name or 0-based number)")
+    f.add_argument("--label-col", help="classification CSV/TSV label column (name or 0-based number)")
+    f.add_argument("--balance", action="store_true", default=None, help="undersample classes to the rarest")
+    f.add_argument("--lora-rank", type=_positive_int, help="train LoRA adapters of this rank on a frozen base")
+    f.add_argument("--lora-alpha", type=float)
+    f.add_argument("--lora-dropout", type=float)
+    f.add_argument("--lora-targets", help="comma-separated Linear layer names (default c_attn,c_proj,c_fc)")
+    for flag, typ in [("--max-steps", _positive_int), ("--batch-size", _positive_int),
+                      ("--grad-accum", _positive_int), ("--lr", float), ("--warmup-steps", int),
+                      ("--eval-interval", _positive_int), ("--eval-batches", _positive_int), ("--dropout", float),
+                      ("--weight-decay", float), ("--val-ratio", float), ("--test-ratio", float),
+                      ("--eval-samples", int), ("--sample-tokens", int), ("--seed", int)]:
+        f.add_argument(flag, type=typ)
+    f.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    f.add_argument("--detach", action="store_true", help="start in the background and return")
+    f.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("classify", help="class probabilities of a text from a classifier run")
+    c.add_argument("run")
+    c.add_argument("text")
+    c.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    c.add_argument("--json", action="store_true")
+
+    ch = sub.add_parser("chat", help="talk to an instruction-tuned run (its template applied)")
+    ch.add_argument("run")
+    ch.add_argument("--prompt", help="one message, one reply, then exit")
+    ch.add_argument("--system", help="a system message (chat template)")
+    ch.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    ch.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    ch.add_argument("--temperature", type=float, default=0.0)
+    ch.add_argument("--top-k", type=int)
+    ch.add_argument("--top-p", type=float)
+    ch.add_argument("--seed", type=int, default=0)
+    ch.add_argument("--json", action="store_true")
+
+    lo = sub.add_parser("lora", help="merge or export a LoRA run's adapters")
+    lsub = lo.add_subparsers(dest="action", required=True)
+    x = lsub.add_parser("merge", help="a new run with the adapters folded into the weights")
+    x.add_argument("run")
+    x.add_argument("--checkpoint", choices=["latest", "best"], default="best")
+    x.add_argument("--out", help="name of the merged run (default RUN-merged)")
+    x.add_argument("--json", action="store_true")
+    x = lsub.add_parser("export", help="the adapters in PEFT format (adapter_config.json, adapter_model.safetensors)")
+    x.add_argument("run")
+    x.add_argument("--out", required=True, help="folder to write")
+    x.add_argument("--checkpoint", choices=["latest", "best"], default="best")
+    x.add_argument("--json", action="store_true")
 
 
 def setup_logging() -> None:

@@ -1,0 +1,101 @@
+"""`smallgpt finetune`: a new run fine-tuned from a base run for a task (classify, instruct, lm), LoRA
+optional; trained in the foreground with the train verb's progress bar, or detached. Resume it like any
+run: `smallgpt train --resume --run NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from engine import runs
+from engine.config import dumps_toml
+
+from .train import _fmt, _TrainProgress
+
+FLAG_TABLES: dict[str, tuple[str, str]] = {  # argparse dest -> (config table, key)
+    "train": ("task", "train"), "text_col": ("task", "text_col"), "label_col": ("task", "label_col"),
+    "balance": ("task", "balance"), "test_ratio": ("task", "test_ratio"), "eval_samples": ("task", "eval_samples"),
+    "lora_rank": ("lora", "rank"), "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout"),
+    "lora_targets": ("lora", "targets"), "val_ratio": ("data", "val_ratio"), "dropout": ("model", "dropout"),
+    **{k: ("train", k) for k in ("max_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "eval_interval",
+                                 "eval_batches", "weight_decay", "sample_tokens", "seed", "dtype", "device")},
+}
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from engine.finetune import create_finetune_run, finetune_config
+
+    out = Console(stderr=True, highlight=False) if args.json else console
+    overrides: dict[str, dict[str, Any]] = {}
+    for dest, (table, key) in FLAG_TABLES.items():
+        overrides.setdefault(table, {})[key] = getattr(args, dest)
+    cfg = finetune_config(args.task, args.init_from, args.data, overrides)
+    with out.status("preparing the run (task data)..."):
+        run_dir = create_finetune_run(cfg, name=args.run, run_dir=Path(args.run_dir).expanduser() if args.run_dir
+                                      else None)
+    out.print(f"[bold]run[/] {escape(str(run_dir))}")
+    out.print(escape(dumps_toml({k: v for k, v in cfg.to_dict().items() if k in ("task", "lora")}).rstrip()),
+              style="dim")
+    if args.detach:
+        with out.status("starting the training process..."):
+            pid = runs.launch(run_dir, wait=120)
+        if args.json:
+            console.print_json(json.dumps({"run_dir": str(run_dir), "pid": pid, "detached": True}))
+        else:
+            out.print(f"started in the background (pid {pid}); follow it with "
+                      f"[bold]smallgpt runs tail {escape(str(run_dir))} -f[/]")
+        return 0
+
+    runs.training_process_settings()
+    from engine.trainer import train  # imports torch
+
+    progress = _FinetuneProgress(out, cfg.train.max_steps)
+    with progress:
+        summary = train(run_dir, on_event=progress.on_event)
+    summary["report"] = progress.report
+    if args.json:
+        console.print_json(json.dumps(summary))
+        return 0
+    verb = {"classify": f"smallgpt classify {run_dir} TEXT", "instruct": f"smallgpt chat {run_dir}"}.get(
+        args.task, f"smallgpt generate {run_dir}")
+    out.print(f"[bold]{summary['reason']}[/] at step {summary['steps']}: val loss {_fmt(summary['val_loss'])}; "
+              f"try [bold]{escape(verb)}[/]")
+    return 0
+
+
+class _FinetuneProgress(_TrainProgress):
+    """The train verb's progress, plus what fine-tuning adds: the trainable share, accuracy, the report."""
+
+    report: dict[str, Any] | None = None
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        super().on_event(e)
+        kind = e["event"]
+        if kind == "start" and e.get("trainable"):
+            t = e["trainable"]
+            self.console.print(f"training {t['trainable']:,} of {t['total']:,} parameters ({t['share']:.2%})"
+                               + (f"; labels {', '.join(e['labels'])}" if e.get("labels") else ""))
+        elif kind == "eval" and "val_accuracy" in e:
+            self.console.print(f"step {e['step']}: val accuracy {e['val_accuracy']:.1%}")
+        elif kind == "report":
+            self.report = {k: v for k, v in e.items() if k not in ("event", "step", "time", "wall")}
+            for split in ("val", "test"):
+                if split in e:
+                    self.console.print(format_report(split, e["labels"], e[split]))
+
+
+def format_report(split: str, labels: list[str], m: dict[str, Any]) -> str:
+    width = max(map(len, labels)) + 2
+    lines = [f"{split}: accuracy {m['accuracy']:.1%} on {m['records']} records "
+             f"(majority class {m['majority_baseline']:.1%})",
+             " " * width + "precision  recall   confusion (rows true, columns predicted)"]
+    for i, name in enumerate(labels):
+        p, r = m["precision"][i], m["recall"][i]
+        lines.append(f"{name:<{width}}{_fmt(p, '.1%'):>9}  {_fmt(r, '.1%'):>6}   "
+                     + " ".join(f"{n:6d}" for n in m["confusion"][i]))
+    return "\n".join(lines)
