@@ -63,13 +63,23 @@ def render(template: dict[str, str], messages: list[dict[str, str]], generation_
 
 
 def encode(tokenizer: Tokenizer, segments: list[Segment]) -> tuple[list[int], list[bool]]:
-    ids: list[int] = []
-    target: list[bool] = []
-    for text, learned in segments:
-        piece = [tokenizer.eos_id] if text is None else tokenizer.encode(text)
-        ids += piece
-        target += [learned] * len(piece)
-    return ids, target
+    return encode_many(tokenizer, [segments])[0]
+
+
+def encode_many(tokenizer: Tokenizer, records: list[list[Segment]]) -> list[tuple[list[int], list[bool]]]:
+    """(ids, is-target per id) of each record's segments; the texts are encoded in one batch."""
+    texts = [text for segments in records for text, _ in segments if text is not None]
+    pieces = iter(tokenizer.encode_batch(texts))
+    out = []
+    for segments in records:
+        ids: list[int] = []
+        target: list[bool] = []
+        for text, learned in segments:
+            piece = [tokenizer.eos_id] if text is None else next(pieces)
+            ids += piece
+            target += [learned] * len(piece)
+        out.append((ids, target))
+    return out
 
 
 def prompt_text(template: dict[str, str], messages: list[dict[str, str]]) -> str:
@@ -103,8 +113,8 @@ class InstructTask(Task):
         self.dropped = 0
         for name, part in data.parts.items():
             seqs = []
-            for i in part:
-                ids, target = encode(tokenizer, render(self.template, messages_of(data.records[i])))
+            encoded = encode_many(tokenizer, [render(self.template, messages_of(data.records[i])) for i in part])
+            for ids, target in encoded:
                 ids, target = ids[:limit], target[:limit]
                 if any(target[1:]):
                     seqs.append((ids, target))

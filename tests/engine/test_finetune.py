@@ -1,0 +1,315 @@
+"""Fine-tuning: tasks (classify, instruct) behind the trainer, frozen scopes, LoRA adapters (zero start,
+merge, PEFT export checked against transformers + peft), exact resume, and one sentence per bad data row."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from engine import checkpoint as ckpt
+from engine import runs
+from engine.config import ModelConfig, RunConfig, apply_overrides
+from engine.errors import ConfigError, CorpusError
+from engine.events import read_events
+from engine.finetune import create_finetune_run, finetune_config
+from engine.lora import LoRALinear, apply_lora, export_peft, merge
+from engine.models import build_model
+from engine.tasks.records import load_task_data
+from engine.trainer import train
+
+# block_size 256: the Alpaca template alone is ~170 characters for a char tokenizer.
+BASE = {"model": dict(n_layer=2, n_head=2, n_embd=32, block_size=256),
+        "train": dict(max_steps=3, batch_size=4, eval_interval=3, eval_batches=1, sample_tokens=0, warmup_steps=1,
+                      log_interval=1)}
+FAST = dict(max_steps=4, batch_size=4, eval_interval=2, eval_batches=2, sample_tokens=8, warmup_steps=1,
+            log_interval=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, builtin_cache) -> Path:
+    """A base run trained a few steps on python-docs text (char tokenizer), made once for the module."""
+    from engine.corpora import prepare_builtin
+
+    root = tmp_path_factory.mktemp("base-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SMALLGPT_HOME", str(root))
+        text = prepare_builtin("python-docs").read_text(encoding="utf-8")[:100_000]
+        (root / "docs.txt").write_text(text, encoding="utf-8")
+        cfg = apply_overrides(RunConfig(), {**BASE, "data": dict(corpus=str(root / "docs.txt"), tokenizer_kind="char")})
+        run_dir = runs.create_run(cfg, name="base")
+        train(run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def base(home, pretrained) -> str:
+    shutil.copytree(pretrained, home / "checkpoints" / "base")
+    return "base"
+
+
+def finetune(kind: str, data: str, name: str, **over: dict) -> Path:
+    overrides = {"train": {**FAST, **over.pop("train", {})}, **over}
+    return create_finetune_run(finetune_config(kind, "base", data, overrides), name=name)
+
+
+def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+# --- the masked loss -------------------------------------------------------------------------------
+def test_masked_positions_contribute_exactly_zero_gradient(base, home):
+    from engine.tasks import make_task
+
+    run_dir = finetune("instruct", "python-instruct", "ins")
+    cfg = RunConfig.load(run_dir / "config.toml")
+    model, _, tokenizer = ckpt.load_model(Path(home / "checkpoints" / "base"), "latest")
+    from engine.tasks.instruct import collate
+
+    task = make_task(cfg, tokenizer, run_dir)
+    x, y = collate(task.split["train"][:4], tokenizer.pad_id)  # records of different lengths: padding too
+    assert (y == -1).any() and (y != -1).any() and (x == tokenizer.pad_id).any()  # prompts and padding masked
+    model.train()
+    logits, loss = model(x, y)
+    logits.retain_grad()
+    loss.backward()
+    keep = y != -1
+    by_hand = -F.log_softmax(logits.detach().float(), -1).gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)[keep].mean()
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert torch.count_nonzero(logits.grad[~keep]) == 0  # exactly zero, not small
+    assert torch.count_nonzero(logits.grad[keep]) > 0
+
+
+def test_response_targets_follow_the_alpaca_template(base, home):
+    from engine.tasks.instruct import TEMPLATES, encode, messages_of, prompt_text, render
+
+    record = {"instruction": "Say hi.", "input": "twice", "output": "hi hi"}
+    segments = render(TEMPLATES["alpaca"], messages_of(record))
+    assert segments == [("Below is an instruction that describes a task. Write a response that appropriately "
+                         "completes the request.\n\n### Instruction:\nSay hi.\n\n### Input:\ntwice\n\n### Response:\n",
+                         False), ("hi hi", True), (None, True)]
+    tokenizer = ckpt.load_model(home / "checkpoints" / "base", "latest")[2]
+    ids, target = encode(tokenizer, segments)
+    assert ids[-1] == tokenizer.eos_id and target[-1] and tokenizer.decode([i for i, t in zip(ids, target) if t]) \
+        == "hi hi<|endoftext|>"
+    assert prompt_text(TEMPLATES["alpaca"], messages_of(record)[:1]) == segments[0][0]
+
+
+# --- classification and frozen layers --------------------------------------------------------------
+def test_classifier_trains_only_its_scope_and_reports_on_val_and_test(base, home):
+    run_dir = finetune("classify", "python-kinds", "cls")  # default scope: last block + final LayerNorm + head
+    before = tensors(ckpt.load_model(home / "checkpoints" / "base", "latest")[0])
+    summary = train(run_dir)
+    after = tensors(ckpt.load_model(run_dir, "latest")[0])
+    trained = {k for k in after if k.startswith(("transformer.h.1.", "transformer.ln_f.", "score."))}
+    assert {k for k in after if not torch.equal(after[k], before.get(k, torch.empty(0)))} == trained
+    events = read_events(run_dir)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["task"] == "classify" and start["init_from"] == "base" and start["labels"] == ["code", "docstring", "error"]
+    assert start["trainable"]["trainable"] < start["trainable"]["total"]
+    assert all("val_accuracy" in e for e in events if e["event"] == "eval")
+    report = next(e for e in events if e["event"] == "report")
+    split = json.loads((run_dir / "task.json").read_text())["split"]
+    for name in ("val", "test"):
+        m = report[name]
+        assert sum(map(sum, m["confusion"])) == m["records"] == split[name]
+        assert m["accuracy"] == pytest.approx(sum(m["confusion"][i][i] for i in range(3)) / m["records"])
+    assert summary["reason"] == "max_steps"
+
+
+def test_head_only_scope_and_a_bad_scope(base, home):
+    run_dir = finetune("classify", "python-kinds", "head", task={"train": "head"})
+    model = ckpt.load_model(home / "checkpoints" / "base", "latest")[0]
+    train(run_dir)
+    tuned = ckpt.load_model(run_dir, "latest")[0]
+    assert all(torch.equal(v, tuned.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="last-2"):
+        train(finetune("classify", "python-kinds", "deep", task={"train": "last-5"}))
+
+
+# --- LoRA ------------------------------------------------------------------------------------------
+CFG = ModelConfig(vocab_size=50, n_layer=2, n_head=2, n_embd=16, block_size=16)
+
+
+def test_lora_with_zero_b_gives_the_base_logits_and_freezes_the_base():
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    idx = torch.randint(50, (2, 16))
+    base_logits = model(idx)[0]
+    wrapped = apply_lora(model, 4, 8.0, 0.0, "c_attn,c_proj,c_fc")
+    assert len(wrapped) == 8 and all(isinstance(model.get_submodule(n), LoRALinear) for n in wrapped)
+    assert torch.equal(model(idx)[0], base_logits)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {f"{n}.lora_{x}" for n in wrapped for x in "AB"}
+    with pytest.raises(ConfigError, match="token embedding"):
+        apply_lora(build_model(CFG), 4, 8.0, 0.0, "lm_head")
+    with pytest.raises(ConfigError, match="c_attn"):
+        apply_lora(build_model(CFG), 4, 8.0, 0.0, "q_proj")
+
+
+def test_merged_lora_equals_unmerged():
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    apply_lora(model, 4, 8.0, 0.0, "c_attn,c_proj,c_fc")
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.5)
+    idx = torch.randint(50, (2, 16))
+    unmerged = model(idx)[0]
+    assert not torch.allclose(unmerged, build_model(CFG)(idx)[0])
+    merged = merge(model)(idx)[0]
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+
+
+def to_hf_gpt2(model: torch.nn.Module):
+    """Our GPT as a transformers GPT2LMHeadModel (Conv1D weights are [in, out]: ours transposed)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
+                                    n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_ratio * c.n_embd,
+                                    activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                    layer_norm_epsilon=1e-5, attn_implementation="eager"))
+    state = {}
+    for k, v in model.state_dict().items():
+        conv = k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+        state[k] = v.t().contiguous() if conv else v
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    return hf.eval()
+
+
+def test_exported_peft_adapter_loads_in_peft_and_gives_our_logits(tmp_path):
+    pytest.importorskip("peft")
+    from peft import PeftModel
+
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    hf = to_hf_gpt2(model)
+    idx = torch.randint(50, (2, 16))
+    base_logits = hf(idx).logits
+    torch.testing.assert_close(base_logits, model(idx)[0], atol=1e-5, rtol=0)
+    apply_lora(model, 4, 8.0, 0.0, "c_attn,c_proj,c_fc")
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.5)
+    ours = model(idx)[0]
+    export_peft(model, tmp_path / "adapter", 4, 8.0, 0.0, base="base")
+    peft_model = PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    theirs = peft_model(input_ids=idx).logits
+    assert not torch.allclose(theirs, base_logits, atol=1e-3)  # the adapters are applied
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+def test_lora_run_checkpoints_hold_only_adapters_and_merge_into_an_ordinary_run(base, home):
+    from engine.finetune import merge_run
+
+    run_dir = finetune("instruct", "python-instruct", "lora", lora={"rank": 2})
+    train(run_dir)
+    start = next(e for e in read_events(run_dir) if e["event"] == "start")
+    assert 0 < start["trainable"]["share"] < 0.2
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "ckpt" / "latest" / "model.safetensors"), "pt") as f:
+        assert f.keys() and all(".lora_" in k for k in f.keys())
+    merged_dir = merge_run(run_dir, "latest")
+    merged = ckpt.load_model(merged_dir, "latest")[0]
+    adapted = ckpt.load_model(run_dir, "latest")[0]
+    idx = torch.randint(10, 60, (1, 32))
+    torch.testing.assert_close(merged(idx)[0], adapted(idx)[0], atol=1e-5, rtol=0)
+    assert RunConfig.load(merged_dir / "config.toml").lora.rank == 0
+    assert runs.run_info(merged_dir).status == "finished"
+
+
+@pytest.mark.parametrize("kind,data,over", [("instruct", "python-instruct", {"lora": {"rank": 2, "dropout": 0.1}}),
+                                            ("classify", "python-kinds", {"model": {"dropout": 0.1}})])
+def test_a_resumed_finetuning_run_matches_an_uninterrupted_one(base, home, kind, data, over):
+    straight = finetune(kind, data, "straight", train={"max_steps": 6, "eval_interval": 3}, **over)
+    train(straight)
+    interrupted = finetune(kind, data, "interrupted", train={"max_steps": 6, "eval_interval": 3}, **over)
+
+    def stop_at_2(e: dict) -> None:
+        if e["event"] == "step" and e["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert train(interrupted, on_event=stop_at_2)["steps"] == 3
+    train(interrupted, resume=True)
+
+    def series(run_dir: Path, kind: str, key: str) -> dict[int, float]:
+        return {e["step"]: e[key] for e in read_events(run_dir) if e["event"] == kind}
+
+    assert series(straight, "step", "loss") == series(interrupted, "step", "loss")
+    assert series(straight, "eval", "val_loss") == series(interrupted, "eval", "val_loss")
+
+
+# --- data formats ----------------------------------------------------------------------------------
+def test_classification_files_with_and_without_header(tmp_path):
+    (tmp_path / "sms.txt").write_text("ham\tGo until jurong point\nspam\tWINNER!!\tclaim now\nham\tOk lar\n")
+    d = load_task_data(str(tmp_path / "sms.txt"), "classify")
+    assert d.records[1] == {"text": "WINNER!!\tclaim now", "label": "spam"} and len(d.records) == 3
+    (tmp_path / "r.csv").write_text('id,review,stars\n1,"great, really",pos\n2,bad,neg\n3,fine,pos\n')
+    d = load_task_data(str(tmp_path / "r.csv"), "classify", text_col="review", label_col="stars")
+    assert d.records[0] == {"text": "great, really", "label": "pos"}
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({"text": t, "label": n}) for t, n in
+                                                [("a b", 1), ("c", 0), ("d", 1)]))
+    assert load_task_data(str(tmp_path / "r.jsonl"), "classify").records[0] == {"text": "a b", "label": "1"}
+
+
+BAD_ROWS = [
+    ("c.tsv", "ham\tok\nspam\n", "classify", {}, r"c\.tsv row 2 has 1 column"),
+    ("c.csv", "text,label\nhello,\nbye,x\n", "classify", {}, r"c\.csv row 2: the label field is empty"),
+    ("c.csv", "a,label\nx,y\n", "classify", {"text_col": "body"}, r"c\.csv's header has no 'body' column"),
+    ("c.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n', "classify", {}, r'c\.jsonl line 2: field "label"'),
+    ("c.jsonl", '{"text": "a", "label": "x"}\nnot json\n', "classify", {}, r"c\.jsonl line 2 is not valid JSON"),
+    ("i.json", '[{"instruction": "a", "output": "b"}, {"instruction": "c"}]', "instruct", {},
+     r'i\.json record 2: field "output" is missing'),
+    ("i.json", '{"instruction": "a"}', "instruct", {}, r"i\.json is not a JSON list"),
+    ("i.jsonl", '{"instruction": "a", "output": "b", "input": 3}\n', "instruct", {}, r'i\.jsonl line 1: field "input"'),
+    ("m.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}\n', "instruct",
+     {}, r"m\.jsonl line 1: messages\[1\]\.role is 'bot'"),
+    ("m.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n', "instruct", {},
+     r"m\.jsonl line 1 has no assistant message"),
+]
+
+
+@pytest.mark.parametrize("name,text,kind,cols,message", BAD_ROWS)
+def test_each_bad_data_row_gets_its_sentence(tmp_path, name, text, kind, cols, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(CorpusError, match=message):
+        load_task_data(str(tmp_path / name), kind, cols.get("text_col", ""), cols.get("label_col", ""))
+
+
+def test_built_in_task_data(builtin_cache):
+    kinds = load_task_data("python-kinds", "classify").records
+    labels = {r["label"] for r in kinds}
+    assert labels == {"code", "docstring", "error"} and len(kinds) >= 3000
+    assert len({r["label"] for r in kinds[:30]}) == 3  # shuffled, balanced
+    instruct = load_task_data("python-instruct", "instruct").records
+    assert 2000 <= len(instruct) <= 5000 and all(r["output"] for r in instruct)
+    assert any(r["input"] for r in instruct) and any("keyword" in r["instruction"] for r in instruct)
+    with pytest.raises(CorpusError, match="--task classify"):
+        load_task_data("python-kinds", "instruct")
+
+
+def test_split_is_seeded_and_recorded(base, home):
+    a = finetune("classify", "python-kinds", "a")
+    b = finetune("classify", "python-kinds", "b", train={"seed": 7})
+    info_a, info_b = (json.loads((r / "task.json").read_text()) for r in (a, b))
+    assert info_a["split"]["seed"] == 1337 and info_b["split"]["seed"] == 7
+    assert info_a["fingerprint"] == info_b["fingerprint"] and info_a["labels"] == info_b["labels"]
+    cfg = RunConfig.load(a / "config.toml")
+    assert cfg.task.init_from == "base" and cfg.model.n_classes == 3
