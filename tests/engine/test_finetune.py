@@ -313,3 +313,16 @@ def test_split_is_seeded_and_recorded(base, home):
     assert info_a["fingerprint"] == info_b["fingerprint"] and info_a["labels"] == info_b["labels"]
     cfg = RunConfig.load(a / "config.toml")
     assert cfg.task.init_from == "base" and cfg.model.n_classes == 3
+
+
+def test_the_catalog_instruction_set_is_read_as_alpaca_json(home):
+    """instruction-data (seed 004's set) resolves through the catalog; here its download is already cached."""
+    from engine.corpora import _catalog, _download_path
+
+    entry = _catalog()["instruction-data"]
+    assert entry["sha256"] == "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944"
+    cached = _download_path(entry["url"])
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(5)]))
+    data = load_task_data("instruction-data", "instruct")
+    assert data.fmt == "alpaca" and data.records[2] == {"instruction": "Say 2.", "input": "", "output": "2"}
