@@ -30,16 +30,17 @@ from .records import TaskData, load_task_data, split
 __all__ = ["Batch", "Task", "bucketed", "make_task", "task_info", "read_task_info", "write_task_info"]
 
 
-def make_task(cfg: RunConfig, tokenizer: Tokenizer, run_dir: Path) -> Task:
-    """The run's task, its data loaded and checked against RUN/task.json."""
+def make_task(cfg: RunConfig, tokenizer: Tokenizer, run_dir: Path | None = None) -> Task:
+    """The run's task, its data loaded (and, given the run, checked against RUN/task.json)."""
     if cfg.task.kind == "lm":
         return LMTask(cfg, tokenizer)
-    info = read_task_info(run_dir)
-    data, now = task_info(cfg)
-    for key in ("fingerprint", "labels", "split"):
-        if now.get(key) != info.get(key):
-            raise RunError(f"The task data {cfg.data.corpus} changed since run {run_dir} was created ({key} "
-                           f"differs): restore it, or fine-tune a new run.")
+    data, info = task_info(cfg)
+    if run_dir is not None:
+        saved = read_task_info(run_dir)
+        for key in ("fingerprint", "labels", "split"):
+            if info.get(key) != saved.get(key):
+                raise RunError(f"The task data {cfg.data.corpus} changed since run {run_dir} was created ({key} "
+                               f"differs): restore it, or fine-tune a new run.")
     if cfg.task.kind == "classify":
         return ClassifyTask(cfg, tokenizer, data, info)
     return InstructTask(cfg, tokenizer, data, info)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -23,6 +23,10 @@ class Task:
 
     def eval_sets(self, batch_size: int, n_batches: int, gen: torch.Generator) -> dict[str, list[Batch]]:
         """Fixed "val" and "train" batches, drawn once: every eval sees the same ones."""
+        raise NotImplementedError
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """The whole validation split, in order (`smallgpt eval`)."""
         raise NotImplementedError
 
     def eval_fields(self, model: torch.nn.Module) -> dict[str, Any]:

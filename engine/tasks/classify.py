@@ -5,7 +5,7 @@ confusion matrix on the validation and test splits."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -69,6 +69,10 @@ class ClassifyTask(Task):
     def eval_sets(self, batch_size: int, n_batches: int, gen: torch.Generator) -> dict[str, list[Batch]]:
         return {name: [self._batch(name, bucketed(self.order[name], batch_size, gen)) for _ in range(n_batches)]
                 for name in ("val", "train")}
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        order = self.order["val"]
+        return (self._batch("val", order[i:i + batch_size]) for i in range(0, len(order), batch_size))
 
     @torch.no_grad()
     def predict(self, model: torch.nn.Module, name: str, limit: int | None = None) -> tuple[list[int], list[int]]:

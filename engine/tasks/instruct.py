@@ -8,7 +8,7 @@ seed 004's Alpaca template for {instruction, input, output} records, a chat temp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -138,6 +138,11 @@ class InstructTask(Task):
         return {name: [collate([self.split[name][i] for i in bucketed(self.order[name], batch_size, gen)],
                                self.tokenizer.pad_id) for _ in range(n_batches)]
                 for name in ("val", "train")}
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        seqs, order = self.split["val"], self.order["val"]
+        return (collate([seqs[i] for i in order[j:j + batch_size]], self.tokenizer.pad_id)
+                for j in range(0, len(order), batch_size))
 
     def sample(self, model: torch.nn.Module, max_tokens: int) -> str | None:
         """Greedy answers to the first held-out instructions, each after its question."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -35,6 +35,9 @@ class LMTask(Task):
     def eval_sets(self, batch_size: int, n_batches: int, gen: torch.Generator) -> dict[str, list[Batch]]:
         return {split: [ds.get_batch(batch_size, self.block, gen) for _ in range(n_batches)]
                 for split, ds in (("val", self.val_ds), ("train", self.train_ds))}
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        return self.val_ds.iter_windows(self.block, batch_size)
 
     def sample(self, model: Any, max_tokens: int) -> str:
         return generate_text(model, self.tokenizer, "\n", SamplingConfig(max_new_tokens=max_tokens, temperature=0.8,

@@ -129,6 +129,10 @@ def test_classifier_trains_only_its_scope_and_reports_on_val_and_test(base, home
         assert sum(map(sum, m["confusion"])) == m["records"] == split[name]
         assert m["accuracy"] == pytest.approx(sum(m["confusion"][i][i] for i in range(3)) / m["records"])
     assert summary["reason"] == "max_steps"
+    from engine.evaluate import evaluate_run
+
+    ev = evaluate_run(run_dir, "latest")  # `smallgpt eval` (and quantize's report) on the task's val split
+    assert ev["tokens"] == split["val"] and 0.0 <= ev["val_accuracy"] <= 1.0
 
 
 def test_head_only_scope_and_a_bad_scope(base, home):
