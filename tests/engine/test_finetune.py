@@ -180,43 +180,50 @@ def test_merged_lora_equals_unmerged():
 
 
 def to_hf_gpt2(model: torch.nn.Module):
-    """Our GPT as a transformers GPT2LMHeadModel (Conv1D weights are [in, out]: ours transposed)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """Our GPT as a transformers GPT2LMHeadModel, or our classifier as a GPT2ForSequenceClassification
+    (pad id 1 marks the end of each text). GPT-2's Conv1D weights are [in, out]: ours transposed."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
     c = model.config
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
-                                    n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_ratio * c.n_embd,
-                                    activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                    layer_norm_epsilon=1e-5, attn_implementation="eager"))
-    state = {}
-    for k, v in model.state_dict().items():
-        conv = k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
-        state[k] = v.t().contiguous() if conv else v
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                        n_head=c.n_head, n_inner=c.mlp_ratio * c.n_embd, activation_function="gelu",
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                        num_labels=max(c.n_classes, 2), pad_token_id=1, attn_implementation="eager")
+    hf = (GPT2ForSequenceClassification if c.n_classes else GPT2LMHeadModel)(config)
+    state = {k: v.t().contiguous() if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else v
+             for k, v in model.state_dict().items() if not (c.n_classes and k == "lm_head.weight")}
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     return hf.eval()
 
 
-def test_exported_peft_adapter_loads_in_peft_and_gives_our_logits(tmp_path):
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_exported_peft_adapter_loads_in_peft_and_gives_our_logits(tmp_path, n_classes):
+    """A causal LM adapter, and a classifier's (its head saved as PEFT's modules_to_save)."""
     pytest.importorskip("peft")
     from peft import PeftModel
 
     torch.manual_seed(0)
-    model = build_model(CFG).eval()
+    cfg = ModelConfig(**{**CFG.__dict__, "n_classes": n_classes})
+    model = build_model(cfg).eval()
     hf = to_hf_gpt2(model)
-    idx = torch.randint(50, (2, 16))
-    base_logits = hf(idx).logits
-    torch.testing.assert_close(base_logits, model(idx)[0], atol=1e-5, rtol=0)
+    idx = torch.randint(2, 50, (2, 16))
+    idx[0, 10:] = 1  # the first text ends at position 9: padding after it
+    ours = (lambda: model(idx, last=torch.tensor([9, 15]))[0]) if n_classes else (lambda: model(idx)[0])
+    base_logits = hf(input_ids=idx).logits
+    torch.testing.assert_close(base_logits, ours(), atol=1e-5, rtol=0)
     apply_lora(model, 4, 8.0, 0.0, "c_attn,c_proj,c_fc")
     for m in model.modules():
         if isinstance(m, LoRALinear):
             torch.nn.init.normal_(m.lora_B, std=0.5)
-    ours = model(idx)[0]
-    export_peft(model, tmp_path / "adapter", 4, 8.0, 0.0, base="base")
-    peft_model = PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
-    theirs = peft_model(input_ids=idx).logits
+    if n_classes:  # a trained head rides along
+        model.score.weight.requires_grad_(True)
+        with torch.no_grad():
+            model.score.weight.mul_(3.0)
+    export_peft(model, tmp_path / "adapter", 4, 8.0, 0.0, base="base", task_type="SEQ_CLS" if n_classes else "CAUSAL_LM")
+    theirs = PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()(input_ids=idx).logits
     assert not torch.allclose(theirs, base_logits, atol=1e-3)  # the adapters are applied
-    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+    torch.testing.assert_close(theirs, ours(), atol=1e-5, rtol=0)
 
 
 def test_lora_run_checkpoints_hold_only_adapters_and_merge_into_an_ordinary_run(base, home):
