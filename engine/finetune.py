@@ -38,8 +38,6 @@ def finetune_config(kind: str, init_from: str, data: str, overrides: dict[str, d
                     ) -> RunConfig:
     """The config of a new fine-tuning run: the recipe, then the given {table: {key: value}} overrides
     (None values skipped, as unset flags)."""
-    from .config import apply_overrides
-
     overrides = overrides or {}
     cfg = apply_overrides(RunConfig(), {**RECIPE, "task": {"kind": kind, "init_from": init_from},
                                         "data": {"corpus": data}})
@@ -59,8 +57,8 @@ def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path |
     base_dir, _ = ckpt.parse_init_from(cfg.task.init_from)
     base_rd = RunDir(base_dir)
     base = RunConfig.load(base_rd.config)
-    model = replace(base.model, n_classes=0, dropout=cfg.model.dropout)
-    cfg = replace(cfg, model=model, data=replace(cfg.data, tokenizer=str(base_rd.tokenizer)))
+    cfg = replace(cfg, model=replace(base.model, n_classes=0, dropout=cfg.model.dropout),
+                  data=replace(base.data, corpus=cfg.data.corpus, val_ratio=cfg.data.val_ratio, tokenizer=""))
     _, info = task_info(cfg) if cfg.task.kind != "lm" else (None, {})
     if cfg.task.kind == "classify":
         cfg.model.n_classes = len(info["labels"])
@@ -71,7 +69,6 @@ def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path |
         raise RunError(f"Run directory {path} already holds a run: choose another name.")
     path.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(base_rd.tokenizer, rd.tokenizer)
-    cfg.data.tokenizer = ""  # the run has its own copy
     if info:
         write_task_info(path, info)
     cfg.save(rd.config)
