@@ -191,6 +191,8 @@ def list_corpora() -> list[CorpusInfo]:
     infos = [CorpusInfo(name, "builtin", desc, cached=_builtin_path(name).with_suffix(".version").exists())
              for name, desc in BUILTINS.items()]
     for name, entry in _catalog().items():
+        if "task" in entry:  # task data (engine.tasks.records), not a corpus to pretrain on
+            continue
         url = entry["url"]
         infos.append(CorpusInfo(name, "catalog", entry.get("description", ""), url=url,
                                 sha256=entry.get("sha256", ""), cached=_download_path(url).exists()))
