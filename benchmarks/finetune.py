@@ -7,7 +7,8 @@
   peak RSS, each mode in its own process (alternated, best of two rounds).
 - transfer: a small GPT pretrained on python-docs (bpe) vs the same model from random init, fine-tuned for
   the same steps: the classifier's test accuracy on python-kinds (and the seed's recipe: last block +
-  final LayerNorm + head), the instruct run's response loss on python-instruct.
+  final LayerNorm + head), the instruct run's response loss on python-instruct; `curve` is the val
+  accuracy (classify) or response loss (instruct) at each eval.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def row_transfer(quick: bool) -> dict:
 
     def tune(kind: str, data: str, name: str, random_init: bool, scope: str) -> dict:
         run_dir = create_finetune_run(finetune_config(kind, "base", data, {
-            "task": {"train": scope}, "train": {"max_steps": steps, "eval_interval": steps, "sample_tokens": 0}}),
+            "task": {"train": scope}, "train": {"max_steps": steps, "eval_interval": steps // 6, "sample_tokens": 0}}),
             name=name)
         if random_init:  # the same model, tokenizer, data and recipe; only the starting weights differ
             c = RunConfig.load(run_dir / "config.toml")
@@ -102,8 +103,10 @@ def row_transfer(quick: bool) -> dict:
             c.save(run_dir / "config.toml")
         t = time.perf_counter()
         summary = train(run_dir)
-        report = next((e for e in read_events(run_dir) if e["event"] == "report"), {})
-        return {"val_loss": summary["val_loss"], "seconds": round(time.perf_counter() - t, 1),
+        events = read_events(run_dir)
+        report = next((e for e in events if e["event"] == "report"), {})
+        curve = {e["step"]: round(e.get("val_accuracy", e["val_loss"]), 4) for e in events if e["event"] == "eval"}
+        return {"val_loss": summary["val_loss"], "seconds": round(time.perf_counter() - t, 1), "curve": curve,
                 **({"test_accuracy": report["test"]["accuracy"], "majority_baseline": report["test"]["majority_baseline"]}
                    if report else {})}
 
