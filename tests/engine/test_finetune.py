@@ -337,3 +337,13 @@ def test_the_catalog_instruction_set_is_read_as_alpaca_json(home):
     cached.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(5)]))
     data = load_task_data("instruction-data", "instruct")
     assert data.fmt == "alpaca" and data.records[2] == {"instruction": "Say 2.", "input": "", "output": "2"}
+
+
+def test_balance_undersamples_every_class_to_the_rarest(tmp_path):
+    from engine.tasks.classify import balanced
+
+    records = [{"text": f"t{i}", "label": "ham" if i % 4 else "spam"} for i in range(40)]
+    kept = balanced(records, seed=0)
+    assert sum(r["label"] == "spam" for r in kept) == sum(r["label"] == "ham" for r in kept) == 10
+    assert balanced(records, seed=0) == kept and balanced(records, seed=1) != kept  # seeded
+    assert [records.index(r) for r in kept] == sorted(records.index(r) for r in kept)  # order kept
