@@ -38,11 +38,13 @@ class LoRALinear(nn.Linear):
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=w.device, dtype=w.dtype))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=w.device, dtype=w.dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_dropout = nn.Dropout(dropout)
+        # Identity at 0: a zero-probability Dropout still draws a mask in training.
+        self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias) + F.linear(
-            F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
+        # In place: a Linear's backward needs its inputs, not its output, so the sum needs no new tensor.
+        return F.linear(x, self.weight, self.bias).add_(
+            F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B), alpha=self.scaling)
 
     def delta(self) -> Tensor:
         return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
