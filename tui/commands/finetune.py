@@ -14,6 +14,8 @@ from rich.markup import escape
 
 from engine import runs
 from engine.config import dumps_toml
+from engine.events import Eval, Report, Start, parse_event
+from engine.process import training_process_settings
 
 from .train import _fmt, _TrainProgress
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"[bold]smallgpt runs tail {escape(str(run_dir))} -f[/]")
         return 0
 
-    runs.training_process_settings()
+    training_process_settings()
     from engine.trainer import train  # imports torch
 
     progress = _FinetuneProgress(out, cfg.train.max_steps)
@@ -75,18 +77,18 @@ class _FinetuneProgress(_TrainProgress):
 
     def on_event(self, e: dict[str, Any]) -> None:
         super().on_event(e)
-        kind = e["event"]
-        if kind == "start" and e.get("trainable"):
-            t = e["trainable"]
+        event = parse_event(e)
+        if isinstance(event, Start) and event.trainable:
+            t = event.trainable
             self.console.print(f"training {t['trainable']:,} of {t['total']:,} parameters ({t['share']:.2%})"
-                               + (f"; labels {', '.join(e['labels'])}" if e.get("labels") else ""))
-        elif kind == "eval" and "val_accuracy" in e:
-            self.console.print(f"step {e['step']}: val accuracy {e['val_accuracy']:.1%}")
-        elif kind == "report":
-            self.report = {k: v for k, v in e.items() if k not in ("event", "step", "time", "wall")}
-            for split in ("val", "test"):
-                if split in e:
-                    self.console.print(format_report(split, e["labels"], e[split]))
+                               + (f"; labels {', '.join(event.labels)}" if event.labels else ""))
+        elif isinstance(event, Eval) and event.val_accuracy is not None:
+            self.console.print(f"step {event.step}: val accuracy {event.val_accuracy:.1%}")
+        elif isinstance(event, Report):
+            self.report = {"labels": event.labels, "val": event.val, "test": event.test}
+            for split, metrics in (("val", event.val), ("test", event.test)):
+                if metrics:
+                    self.console.print(format_report(split, event.labels, metrics))
 
 
 def format_report(split: str, labels: list[str], m: dict[str, Any]) -> str:
