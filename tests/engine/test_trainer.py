@@ -230,7 +230,7 @@ def test_a_second_trainer_on_a_live_run_is_refused(home, small_corpus):
 
 
 def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(home, small_corpus, monkeypatch):
-    real_build = trainer_module.build_model
+    real_build = ckpt.build_model  # the trainer builds through checkpoint.build_for_training
     calls = {"n": 0}
 
     def poisoned(cfg):
@@ -246,7 +246,7 @@ def test_non_finite_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(
         model.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(trainer_module, "build_model", poisoned)
+    monkeypatch.setattr(ckpt, "build_model", poisoned)
     run_dir = make_run(small_corpus, train=dict(log_interval=2))
     with pytest.raises(RunError, match=r"loss became nan at step (\d+).*last good checkpoint is kept") as e:
         train(run_dir)
