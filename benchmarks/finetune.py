@@ -33,7 +33,7 @@ def lora_step_speed(mode: str, steps: int, dtype: str) -> dict[str, float]:
     import torch
 
     from engine.config import ModelConfig, RunConfig
-    from engine.lora import apply_lora, trainable_counts
+    from engine.lora import apply_lora, frozen_base_to, trainable_counts
     from engine.models import build_model
     from engine.trainer import make_optimizer, pick_dtype
 
@@ -44,6 +44,8 @@ def lora_step_speed(mode: str, steps: int, dtype: str) -> dict[str, float]:
     optimizer = make_optimizer(model, RunConfig(), "cpu")
     x = torch.randint(50257, (2, 257))
     dtype = pick_dtype(dtype, "cpu")
+    if dtype == "bf16":  # as the trainer does
+        frozen_base_to(model, torch.bfloat16)
     model.train()
     times = []
     for _ in range(steps + 1):
