@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
+from .errors import CheckpointError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
 from .inspection import heads_event
 from .lora import frozen_base_to, trainable_counts
