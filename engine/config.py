@@ -128,7 +128,7 @@ def knobs_for(command: str) -> list[Knob]:
 TRAIN = ("train",)  # the knobs `smallgpt train` takes as flags
 FINETUNE = ("finetune",)
 TUNE = ("train", "finetune")  # training knobs both commands take
-GENERATE = ("generate",)
+GENERATE = ("generate", "chat")  # the sampling knobs
 
 
 @dataclass

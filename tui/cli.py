@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from engine.config import CHECKPOINTS, DEFAULT_PRESET, PRESETS, TOKENIZER_KINDS, Knob, knobs_for
+from engine.config import CHECKPOINTS, TASK_KINDS, DEFAULT_PRESET, PRESETS, TOKENIZER_KINDS, Knob, knobs_for
 from engine.errors import SmallGPTError
 from engine.paths import log_path
 
@@ -45,7 +45,7 @@ def knob_overrides(args: argparse.Namespace, command: str) -> dict[str, dict[str
     """{table: {knob: value}} of the knob flags given on the command line."""
     out: dict[str, dict[str, Any]] = {}
     for k in knobs_for(command):
-        value = getattr(args, k.name, None)
+        value = getattr(args, k.dest, None)
         if value is not None:
             out.setdefault(k.table, {})[k.name] = value
     return out
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_finetune_verbs(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("finetune", help="fine-tune a run for a task: classify, instruct or lm (LoRA optional)")
-    f.add_argument("--task", choices=["classify", "instruct", "lm"], required=True)
+    f.add_argument("--task", choices=TASK_KINDS, required=True)
     f.add_argument("--from", dest="init_from", required=True, metavar="RUN[:latest|best]",
                    help="the run whose weights to start from")
     f.add_argument("--data", required=True, help="task data: a file, a built-in set (python-kinds, "
@@ -144,41 +144,22 @@ def _add_finetune_verbs(sub: argparse._SubParsersAction) -> None:
     where = f.add_mutually_exclusive_group()
     where.add_argument("--run", help="name of the new run under checkpoints/")
     where.add_argument("--run-dir", help="directory of the new run")
-    f.add_argument("--train", help="base weights to train: all | head | last-N (classify default: last-1)")
-    f.add_argument("--text-col", help="classification CSV/TSV text column (name or 0-based number)")
-    f.add_argument("--label-col", help="classification CSV/TSV label column (name or 0-based number)")
-    f.add_argument("--balance", action="store_true", default=None, help="undersample classes to the rarest")
-    f.add_argument("--lora-rank", type=_positive_int, help="train LoRA adapters of this rank on a frozen base")
-    f.add_argument("--lora-alpha", type=float)
-    f.add_argument("--lora-dropout", type=float)
-    f.add_argument("--lora-targets", help="comma-separated Linear layer names (default c_attn,c_proj,c_fc)")
-    for flag, typ in [("--max-steps", _positive_int), ("--batch-size", _positive_int),
-                      ("--grad-accum", _positive_int), ("--lr", float), ("--warmup-steps", int),
-                      ("--eval-interval", _positive_int), ("--eval-batches", _positive_int), ("--dropout", float),
-                      ("--weight-decay", float), ("--val-ratio", float), ("--test-ratio", float),
-                      ("--eval-samples", int), ("--sample-tokens", int), ("--seed", int)]:
-        f.add_argument(flag, type=typ)
-    f.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    add_knob_flags(f, "finetune")
     f.add_argument("--detach", action="store_true", help="start in the background and return")
     f.add_argument("--json", action="store_true")
 
     c = sub.add_parser("classify", help="class probabilities of a text from a classifier run")
     c.add_argument("run")
     c.add_argument("text")
-    c.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    c.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     c.add_argument("--json", action="store_true")
 
     ch = sub.add_parser("chat", help="talk to an instruction-tuned run (its template applied)")
     ch.add_argument("run")
     ch.add_argument("--prompt", help="one message, one reply, then exit")
     ch.add_argument("--system", help="a system message (chat template)")
-    ch.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
-    ch.add_argument("--max-new-tokens", type=_positive_int, default=200)
-    ch.add_argument("--temperature", type=float, default=0.0)
-    ch.add_argument("--top-k", type=int)
-    ch.add_argument("--top-p", type=float)
-    ch.add_argument("--seed", type=int, default=0)
+    ch.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
+    add_knob_flags(ch, "chat")
     ch.add_argument("--json", action="store_true")
 
     lo = sub.add_parser("lora", help="merge or export a LoRA run's adapters")

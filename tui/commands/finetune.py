@@ -17,26 +17,15 @@ from engine.config import dumps_toml
 from engine.events import Eval, Report, Start, parse_event
 from engine.process import training_process_settings
 
+from tui.cli import knob_overrides
+
 from .train import _fmt, _TrainProgress
-
-FLAG_TABLES: dict[str, tuple[str, str]] = {  # argparse dest -> (config table, key)
-    "train": ("task", "train"), "text_col": ("task", "text_col"), "label_col": ("task", "label_col"),
-    "balance": ("task", "balance"), "test_ratio": ("task", "test_ratio"), "eval_samples": ("task", "eval_samples"),
-    "lora_rank": ("lora", "rank"), "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout"),
-    "lora_targets": ("lora", "targets"), "val_ratio": ("data", "val_ratio"), "dropout": ("model", "dropout"),
-    **{k: ("train", k) for k in ("max_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "eval_interval",
-                                 "eval_batches", "weight_decay", "sample_tokens", "seed", "dtype", "device")},
-}
-
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from engine.finetune import create_finetune_run, finetune_config
 
     out = Console(stderr=True, highlight=False) if args.json else console
-    overrides: dict[str, dict[str, Any]] = {}
-    for dest, (table, key) in FLAG_TABLES.items():
-        overrides.setdefault(table, {})[key] = getattr(args, dest)
-    cfg = finetune_config(args.task, args.init_from, args.data, overrides)
+    cfg = finetune_config(args.task, args.init_from, args.data, knob_overrides(args, "finetune"))
     with out.status("preparing the run (task data)..."):
         run_dir = create_finetune_run(cfg, name=args.run, run_dir=Path(args.run_dir).expanduser() if args.run_dir
                                       else None)
