@@ -4,7 +4,8 @@
 
 - lora: a GPT-2 124M shape (random weights, built offline), one batch of 2 x 256 tokens: training steps
   (forward, backward, AdamW) with LoRA rank 8 on c_attn,c_proj,c_fc vs full fine-tuning; tokens/s and
-  peak RSS, each mode in its own process (alternated, best of two rounds).
+  peak RSS, each mode in its own process (alternated, best of two rounds); in the trainer's default dtype
+  (bf16 autocast where the CPU has it) and in fp32.
 - transfer: a small GPT pretrained on python-docs (bpe) vs the same model from random init, fine-tuned for
   the same steps: the classifier's test accuracy on python-kinds (and the seed's recipe: last block +
   final LayerNorm + head), the instruct run's response loss on python-instruct; `curve` is the val
@@ -27,12 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def lora_step_speed(mode: str, steps: int) -> dict[str, float]:
+def lora_step_speed(mode: str, steps: int, dtype: str) -> dict[str, float]:
     """In this process: tokens/s of `steps` training steps after one warm-up, and peak RSS."""
     import torch
 
     from engine.config import ModelConfig, RunConfig
-    from engine.lora import apply_lora, trainable_counts
+    from engine.lora import apply_lora, frozen_base_to, trainable_counts
     from engine.models import build_model
     from engine.trainer import make_optimizer, pick_dtype
 
@@ -42,7 +43,9 @@ def lora_step_speed(mode: str, steps: int) -> dict[str, float]:
         apply_lora(model, 8, 16.0, 0.0, "c_attn,c_proj,c_fc")
     optimizer = make_optimizer(model, RunConfig(), "cpu")
     x = torch.randint(50257, (2, 257))
-    dtype = pick_dtype("auto", "cpu")
+    dtype = pick_dtype(dtype, "cpu")
+    if dtype == "bf16":  # as the trainer does
+        frozen_base_to(model, torch.bfloat16)
     model.train()
     times = []
     for _ in range(steps + 1):
@@ -57,18 +60,18 @@ def lora_step_speed(mode: str, steps: int) -> dict[str, float]:
             "trainable_share": trainable_counts(model)["share"], "dtype": dtype}
 
 
-def row_lora(quick: bool) -> dict:
+def row_lora(quick: bool, dtype: str) -> dict:
     steps = 1 if quick else 2
     best: dict[str, dict] = {}
     for _ in range(2):
         for mode in ("full", "lora"):
-            out = subprocess.run([sys.executable, __file__, "--_mode", mode, "--_steps", str(steps)],
+            out = subprocess.run([sys.executable, __file__, "--_mode", mode, "--_steps", str(steps), "--_dtype", dtype],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout)
             prev = best.get(mode)
             best[mode] = r if prev is None or r["tokens_per_s"] > prev["tokens_per_s"] else \
                 {**prev, "peak_rss_mb": min(prev["peak_rss_mb"], r["peak_rss_mb"])}
-    return {"row": "lora", "full": best["full"], "lora": best["lora"],
+    return {"row": f"lora-{dtype}", "full": best["full"], "lora": best["lora"],
             "speedup": best["lora"]["tokens_per_s"] / best["full"]["tokens_per_s"],
             "rss_ratio": best["lora"]["peak_rss_mb"] / best["full"]["peak_rss_mb"]}
 
@@ -126,12 +129,14 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--_mode")
     p.add_argument("--_steps", type=int, default=3)
+    p.add_argument("--_dtype", default="auto")
     args = p.parse_args()
     if args._mode:
-        print(json.dumps(lora_step_speed(args._mode, args._steps)))
+        print(json.dumps(lora_step_speed(args._mode, args._steps, args._dtype)))
         return 0
-    rows = [{"lora": row_lora, "transfer": row_transfer}[r](args.quick) for r in args.rows.split(",")]
-    print(json.dumps(rows, indent=1))
+    rows = {"lora": lambda: [row_lora(args.quick, "auto"), row_lora(args.quick, "fp32")],
+            "transfer": lambda: [row_transfer(args.quick)]}
+    print(json.dumps([row for r in args.rows.split(",") for row in rows[r]()], indent=1))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Run configuration: dataclasses saved to and loaded from TOML, presets, and validation; sampling settings.
 
-A run's config.toml has five tables, [model], [data], [train], [task] and [lora], one per dataclass below.
-Unknown keys are refused (a typo must not be silently ignored); missing keys take their defaults.
+A run's config.toml has five tables, [model], [data], [train], [task] and [lora], one per dataclass below. Unknown keys
+are refused (a typo must not be silently ignored); missing keys take their defaults.
 
 Every setting is a knob, declared once as a field of these dataclasses with `knob(...)`: its type and
 default, help, choices, bounds, the `smallgpt` commands that take it as a --flag and its label in the
@@ -36,7 +36,7 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[str]": lis
 class Knob:
     """One setting as declared by knob(): where it is read from and how it is checked."""
 
-    table: str  # "model" | "data" | "train" | "task" | "lora" (a run's config.toml) | "sample" (SamplingConfig)
+    table: str  # "model" | "data" | "train" (a run's config.toml) | "sample" (SamplingConfig)
     name: str  # the dataclass field and TOML key; the CLI flag is --name-with-dashes
     type: type  # int | float | str | bool | list (of str: a repeatable flag)
     default: Any
@@ -44,18 +44,19 @@ class Knob:
     choices: tuple[str, ...] = ()
     bounds: str = ""  # an interval such as "[1, inf)" or "(0, 0.5)", checked by validate()
     commands: tuple[str, ...] = ()  # the `smallgpt` commands that take it as a flag
-    label: str = ""  # its label in a TUI form (Train tab: run knobs; Generate tab: sample); "" = none
+    label: str = ""  # its label in a TUI form (Train tab: model/train knobs; Generate tab: sample); "" = none
     optional: bool = False  # None is allowed: "off" (an empty form field)
+    prefix: str = ""  # the flag's prefix ("lora_": --lora-rank for [lora] rank)
     tasks: tuple[str, ...] = ()  # the Train form shows its field only for these task kinds; () = every task
-
-    @property
-    def flag(self) -> str:
-        return "--" + ("lora-" if self.table == "lora" else "") + self.name.replace("_", "-")
 
     @property
     def dest(self) -> str:
         """The flag's argparse attribute."""
-        return self.flag[2:].replace("-", "_")
+        return self.prefix + self.name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.dest.replace("_", "-")
 
     @property
     def path(self) -> str:
@@ -115,20 +116,22 @@ def knobs(cls: type) -> tuple[Knob, ...]:
         kind = str(f.type).replace(" | None", "")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         out.append(Knob(cls.TABLE, f.name, _TYPES[kind], default, optional="None" in str(f.type),
-                        **f.metadata["knob"]))
+                        prefix=getattr(cls, "FLAG_PREFIX", ""), **f.metadata["knob"]))
     return tuple(out)
 
 
 def knobs_for(command: str) -> list[Knob]:
     """The knobs a `smallgpt` command takes as flags."""
-    return [k for cls in (*_TABLES.values(), SamplingConfig) for k in knobs(cls) if command in k.commands]
+    return [k for cls in (ModelConfig, DataConfig, TrainConfig, TaskConfig, LoraConfig, SamplingConfig)
+            for k in knobs(cls) if command in k.commands]
 
 
 TRAIN = ("train",)  # the knobs `smallgpt train` takes as flags
 FINETUNE = ("finetune",)
-TUNE = ("train", "finetune")  # both: a fine-tune's model shape comes from its base, its recipe may change
-GENERATE = ("generate",)
+TUNE = ("train", "finetune")  # training knobs both commands take
 LM = ("lm",)  # form fields only a language model trained from scratch shows
+CLASSIFY = ("classify",)
+GENERATE = ("generate", "chat")  # the sampling knobs
 
 
 @dataclass
@@ -145,8 +148,8 @@ class ModelConfig:
     dropout: float = knob(0.0, "dropout probability", bounds="[0, 1)", commands=TUNE, label="dropout", tasks=LM)
     mlp_ratio: int = knob(4, "MLP width as a multiple of n_embd", bounds="[1, inf)")
     bias: bool = knob(True, "biases in the linear layers and LayerNorms")
-    n_classes: int = knob(0, "classes of a classifier's head on the last real token (0: a language model); set "
-                          "from the task data", bounds="[0, inf)")
+    n_classes: int = knob(0, "> 0: a classifier (its head on the last real token); set by smallgpt finetune",
+                          bounds="[0, inf)")
 
 
 @dataclass
@@ -160,8 +163,8 @@ class DataConfig:
                                commands=TRAIN)
     vocab_size: int = knob(0, "vocabulary of a word/bpe tokenizer the run trains; 0: the kind's default",
                            bounds="[0, inf)", commands=TRAIN)
-    val_ratio: float = knob(0.1, "share of the corpus held out for validation (its end; task data: records)",
-                             bounds="(0, 0.5)", commands=FINETUNE)
+    val_ratio: float = knob(0.1, "share held out for validation (a corpus: its end; task data: seeded records)",
+                            bounds="(0, 0.5)", commands=FINETUNE)
 
 
 @dataclass
@@ -186,7 +189,7 @@ class TrainConfig:
     log_interval: int = knob(10, "steps between step events", bounds="[1, inf)")
     dtype: str = knob("auto", "compute dtype (auto: bf16 where fast)", choices=DTYPES, commands=TUNE, label="dtype")
     device: str = knob("auto", "where to train", choices=DEVICES, commands=TUNE, label="device")
-    compile: bool = knob(False, "torch.compile the model", commands=TUNE)
+    compile: bool = knob(False, "torch.compile the model", commands=TRAIN)
     seed: int = knob(1337, "random seed", commands=TUNE, label="seed")
 
 
@@ -195,34 +198,35 @@ class TaskConfig:
     """What the run trains for (engine.tasks) and where its weights started (DESIGN 10)."""
 
     TABLE: ClassVar[str] = "task"
-    kind: str = knob("lm", "what the run trains for; data.corpus names the task's data", choices=TASK_KINDS,
+    kind: str = knob("lm", "lm | classify | instruct; data.corpus names the task's data", choices=TASK_KINDS,
                      label="task")
     init_from: str = knob("", "RUN[:latest|best] the weights start from; empty: random init", label="from")
-    train: str = knob("", "which base weights train: all | head | last-N; empty: the task's default (classify "
-                      "last-1, else all)", commands=FINETUNE, label="train")
-    text_col: str = knob("", "classification CSV/TSV text column (name or 0-based number); empty: text or the last",
-                         commands=FINETUNE, label="text col", tasks=("classify",))
-    label_col: str = knob("", "classification CSV/TSV label column (name or 0-based number); empty: label or the "
-                          "first", commands=FINETUNE, label="label col", tasks=("classify",))
-    balance: bool = knob(False, "undersample every class to the rarest one's count", commands=FINETUNE)
-    test_ratio: float = knob(0.1, "records held out for the final test report (val: data.val_ratio)",
-                             bounds="[0, 0.5)", commands=FINETUNE)
+    train: str = knob("", "base weights to train: all | head | last-N (classify default: last-1)",
+                      commands=FINETUNE, label="train")
+    text_col: str = knob("", "classification CSV/TSV text column (name or 0-based number)", commands=FINETUNE,
+                         label="text col", tasks=CLASSIFY)
+    label_col: str = knob("", "classification CSV/TSV label column (name or 0-based number)", commands=FINETUNE,
+                          label="label col", tasks=CLASSIFY)
+    balance: bool = knob(False, "classify: undersample every class to the rarest one's count", commands=FINETUNE)
+    test_ratio: float = knob(0.1, "records held out for the final test report", bounds="[0, 0.5)",
+                             commands=FINETUNE)
     eval_samples: int = knob(2, "instruct: held-out instructions answered at each eval", bounds="[0, inf)",
                              commands=FINETUNE)
 
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters on a frozen base (engine.lora); rank 0 = none. Flags: --lora-<name>."""
+    """LoRA adapters on a frozen base (engine.lora); flags --lora-rank etc."""
 
     TABLE: ClassVar[str] = "lora"
+    FLAG_PREFIX: ClassVar[str] = "lora_"
     rank: int = knob(0, "train LoRA adapters of this rank on a frozen base (0: no LoRA)", bounds="[0, inf)",
                      commands=FINETUNE, label="LoRA rank")
-    alpha: float = knob(16.0, "LoRA scaling numerator (the update is alpha / rank * B A)", bounds="(0, inf)",
+    alpha: float = knob(16.0, "LoRA scale numerator (the update is alpha / rank * B A)", bounds="(0, inf)",
                         commands=FINETUNE, label="LoRA alpha")
     dropout: float = knob(0.05, "dropout on the adapters' input", bounds="[0, 1)", commands=FINETUNE)
-    targets: str = knob("c_attn,c_proj,c_fc", "comma-separated Linear layer names to adapt (the last part of "
-                        "the module path)", commands=FINETUNE)
+    targets: str = knob("c_attn,c_proj,c_fc", "comma-separated names of the Linear layers to adapt",
+                        commands=FINETUNE)
 
 
 @dataclass
@@ -366,8 +370,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> Run
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with one clear sentence for the first invalid field: each knob's choices and bounds,
     then the rules that tie two knobs together."""
-    for table in _TABLES:
-        obj = getattr(cfg, table)
+    for obj in (cfg.model, cfg.data, cfg.train, cfg.task, cfg.lora):
         for k in knobs(type(obj)):
             k.check(getattr(obj, k.name))
     m, t = cfg.model, cfg.train
@@ -389,8 +392,8 @@ def _validate_task(cfg: RunConfig) -> None:
     if k.kind != "lm" and cfg.model.kind != "gpt":
         raise ConfigError(f"The {k.kind} task needs a GPT run (got a {cfg.model.kind}): fine-tune a GPT.")
     if k.test_ratio + cfg.data.val_ratio >= 0.9:
-        raise ConfigError(f"task.test_ratio plus data.val_ratio must leave records to train on "
-                          f"(got {k.test_ratio} with data.val_ratio {cfg.data.val_ratio}).")
+        raise ConfigError(f"task.test_ratio {k.test_ratio} and data.val_ratio {cfg.data.val_ratio} leave too few "
+                          f"records to train on: lower them.")
     if lo.rank:
         if k.train:
             raise ConfigError(f"LoRA trains adapters on a frozen base: drop --train {k.train}, or drop --lora-rank.")

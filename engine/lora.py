@@ -42,8 +42,11 @@ class LoRALinear(nn.Linear):
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        w, b = self.weight, self.bias
+        if w.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):  # a bf16 base (frozen_base_to)
+            w, b = w.to(x.dtype), None if b is None else b.to(x.dtype)
         # In place: a Linear's backward needs its inputs, not its output, so the sum needs no new tensor.
-        return F.linear(x, self.weight, self.bias).add_(
+        return F.linear(x, w, b).add_(
             F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B), alpha=self.scaling)
 
     def delta(self) -> Tensor:
@@ -74,6 +77,16 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float, target
     for n, m in found:
         _set_module(model, n, LoRALinear(m, rank, alpha, dropout))
     return [n for n, _ in found]
+
+
+def frozen_base_to(model: nn.Module, dtype: torch.dtype) -> None:
+    """Store the adapted layers' frozen weights in dtype: training under bf16 autocast casts them to bf16 at
+    every forward anyway, and nothing updates them, so an fp32 copy only costs memory (half of the model's)."""
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.weight.data = m.weight.data.to(dtype)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(dtype)
 
 
 def is_adapted(model: nn.Module) -> bool:

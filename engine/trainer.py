@@ -27,10 +27,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
+from .errors import CheckpointError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
 from .inspection import heads_event
-from .lora import trainable_counts
+from .lora import frozen_base_to, trainable_counts
 from .models import count_params
 from .process import FreeCores, pick_device, pick_dtype, torch_threads
 from .rundir import RunDir
@@ -215,6 +215,8 @@ class _Trainer:
 
         torch.manual_seed(cfg.train.seed)
         self.model = ckpt.build_for_training(cfg, fresh=state is None).to(device)
+        if self.dtype == "bf16":
+            frozen_base_to(self.model, torch.bfloat16)  # LoRA: the base never updates, bf16 is all it needs
         self.optimizer = make_optimizer(self.model, cfg, self.dev_type)
         # Each rank draws its own batches: seeds differ by rank, like a DistributedSampler's shards.
         self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919 * dist.rank)

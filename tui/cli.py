@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from engine.config import CHECKPOINTS, DEFAULT_PRESET, PRESETS, TASK_KINDS, TOKENIZER_KINDS, Knob, knobs_for
+from engine.config import CHECKPOINTS, TASK_KINDS, DEFAULT_PRESET, PRESETS, TOKENIZER_KINDS, Knob, knobs_for
 from engine.errors import SmallGPTError
 from engine.paths import log_path
 
@@ -151,19 +151,15 @@ def _add_finetune_verbs(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("classify", help="class probabilities of a text from a classifier run")
     c.add_argument("run")
     c.add_argument("text")
-    c.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    c.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     c.add_argument("--json", action="store_true")
 
     ch = sub.add_parser("chat", help="talk to an instruction-tuned run (its template applied)")
     ch.add_argument("run")
     ch.add_argument("--prompt", help="one message, one reply, then exit")
     ch.add_argument("--system", help="a system message (chat template)")
-    ch.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
-    ch.add_argument("--max-new-tokens", type=_positive_int, default=200)
-    ch.add_argument("--temperature", type=float, default=0.0)
-    ch.add_argument("--top-k", type=int)
-    ch.add_argument("--top-p", type=float)
-    ch.add_argument("--seed", type=int, default=0)
+    ch.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
+    add_knob_flags(ch, "chat")
     ch.add_argument("--json", action="store_true")
 
     lo = sub.add_parser("lora", help="merge or export a LoRA run's adapters")

@@ -348,3 +348,21 @@ def test_balance_undersamples_every_class_to_the_rarest(tmp_path):
     assert sum(r["label"] == "spam" for r in kept) == sum(r["label"] == "ham" for r in kept) == 10
     assert balanced(records, seed=0) == kept and balanced(records, seed=1) != kept  # seeded
     assert [records.index(r) for r in kept] == sorted(records.index(r) for r in kept)  # order kept
+
+
+def test_a_bf16_base_under_lora_runs_with_and_without_autocast():
+    """The trainer keeps a LoRA run's frozen base in bf16 under bf16 autocast; samples at evals run without
+    autocast and must still work."""
+    from engine.lora import frozen_base_to
+
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    idx = torch.randint(50, (2, 16))
+    reference = model(idx)[0]
+    apply_lora(model, 4, 8.0, 0.0, "c_attn,c_proj,c_fc")
+    frozen_base_to(model, torch.bfloat16)
+    assert model.transformer.h[0].attn.c_attn.weight.dtype == torch.bfloat16
+    assert model.transformer.h[0].attn.c_attn.lora_A.dtype == torch.float32  # the adapters train in fp32
+    torch.testing.assert_close(model(idx)[0], reference, atol=0.05, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(model(idx)[0].float(), reference, atol=0.05, rtol=0)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from engine.errors import RunError
 from engine.runs import resolve_run
+from tui.cli import knob_overrides
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -27,8 +28,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise RunError(f"Run {run_dir} was not instruction-tuned (task {cfg.task.kind}): chat with a run from "
                        f"`smallgpt finetune --task instruct`, or use `smallgpt generate`.")
     template = read_task_info(run_dir)["template"]
-    scfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, seed=args.seed)
+    scfg = SamplingConfig(**knob_overrides(args, "chat").get("sample", {}))
     messages: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
 
     def reply(text: str) -> None:

@@ -17,6 +17,8 @@ from engine.config import dumps_toml
 from engine.events import Eval, Report, Start, parse_event
 from engine.process import training_process_settings
 
+from tui.cli import knob_overrides
+
 from .train import _fmt, _TrainProgress
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -24,8 +26,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from engine.finetune import create_finetune_run
 
     out = Console(stderr=True, highlight=False) if args.json else console
-    from tui.cli import knob_overrides
-
     cfg = finetune_config(args.task, args.init_from, args.data, knob_overrides(args, "finetune"))
     with out.status("preparing the run (task data)..."):
         run_dir = create_finetune_run(cfg, name=args.run, run_dir=Path(args.run_dir).expanduser() if args.run_dir

@@ -104,7 +104,7 @@ class GenerationEnded(Message):
 
 @dataclass
 class Quantized(Message):
-    report: dict  # engine.quantize.save_int8's
+    report: dict  # engine.int8.save_int8's
 
 
 def parse_sampling(values: dict[str, str]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ METRICS = [("entropy", "ent"), ("prev_token", "prev"), ("sink", "sink"), ("induc
 class InspectSide(TabbedContent):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.heads_events: list[dict] = []  # the run's `heads` events read so far (live mode adds to them)
+        self.heads_events: list[Any] = []  # the run's engine.events.Heads read so far (live mode adds to them)
 
     def compose(self) -> ComposeResult:
         trend: list[Widget] = []
@@ -83,8 +83,8 @@ class InspectSide(TabbedContent):
         steps = []
         for event in self.heads_events:
             try:
-                steps.append((event["step"], event["layers"][layer][head]))
-            except (KeyError, IndexError, TypeError):
+                steps.append((event.step, event.layers[layer][head]))
+            except (IndexError, TypeError):
                 continue  # an event from another shape of model (or a newer schema): not plottable here
         for key, title in METRICS[:4]:
             values = [float(m.get(key) or 0.0) for _, m in steps]

@@ -18,7 +18,7 @@ LIVE_POLL_S = 1.0
 
 @dataclass
 class LiveUpdate(Message):
-    heads: list[dict]  # new `heads` events (for the trend sparklines)
+    heads: list[Any]  # new engine.events.Heads (for the trend sparklines)
     new_checkpoint: bool  # ckpt/latest changed since the last poll (always true at the first)
 
 
@@ -60,11 +60,11 @@ class LivePoller(ReportsWorkerErrors, Widget):
 
     @engine_work("live-poll")
     def _poll(self, run_dir: Path) -> None:
-        from engine.events import EventReader
+        from engine.events import EventReader, Heads, typed
 
-        if self._reader is None or self._reader.path.parent != run_dir:
+        if self._reader is None:  # follow() drops it when the run changes
             self._reader = EventReader(run_dir)
-        heads = [e for e in self._reader.poll() if e.get("event") == "heads"]
+        heads = [e for e in typed(self._reader.poll()) if isinstance(e, Heads)]
         stamp = model_cache.checkpoint_stamp(run_dir, "latest")
         new_checkpoint = stamp is not None and stamp != self._stamp
         self._stamp = stamp

@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from engine.errors import SmallGPTError
-from engine.events import EventReader
+from engine.events import Error, EventReader, parse_event
 from tui.messages import RunAttached
 from tui.run_history import RunHistory
 from tui.workers import ReportsWorkerErrors
@@ -171,7 +171,7 @@ class RunFollower(ReportsWorkerErrors, Widget):
                 for w in list(self.watches.values()):
                     events, running = await asyncio.to_thread(self._poll, w)
                     w.history.feed(events)
-                    if w.live and any(e.get("event") == "error" for e in events):  # news, not history
+                    if w.live and any(isinstance(parse_event(e), Error) for e in events):  # news, not history
                         self.notify(f"Run {w.history.name} failed: {w.history.error}", severity="error",
                                     timeout=30, markup=False)
                     now_live = running != w.running
