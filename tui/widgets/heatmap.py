@@ -74,6 +74,8 @@ class Heatmap(Widget, can_focus=True):
         vis_rows = min(n_rows, max(2, (self.size.height - 2 - titled) * 2))
         r0 = window(self.selected_row, n_rows, vis_rows)
         r0 -= r0 % 2  # keep character rows on matrix row pairs so the selection mark lands on its pair
+        if self.selected_row >= r0 + vis_rows:  # ...without pushing the selected row off the bottom
+            r0 += 2
         c0 = window(self.selected_row, n_cols, vis_cols)
         mono = bool(getattr(self.app, "no_color", False))
         panels = [half_block_lines(values[r0:r0 + vis_rows, c0:c0 + vis_cols], cell_width=cell_w, palette=palette,
