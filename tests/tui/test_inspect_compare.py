@@ -103,6 +103,11 @@ async def test_compare_the_last_checkpoint_with_the_first_and_see_the_ranked_hea
         np.testing.assert_allclose(diff, tab.view.signed_values(cmp.a.attn[top_l, top_h] - cmp.b.attn[top_l, top_h]))
         assert "#1/4" in str(tab.query_one("#insp-status").render())
         assert table.cursor_row == 0
+        # Enter on a row of the ranking zooms into that head.
+        table.focus()
+        await pilot.press("down", "enter")
+        assert (tab.sel_layer, tab.sel_head) == cmp.ranking[1] and tab.zoomed
+        tab.focus()
         # Export keeps the comparison beside A's arrays.
         await pilot.press("s")
         await pilot.pause(0.1)

@@ -30,7 +30,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Label, Static
+from textual import on
+from textual.widgets import DataTable, Label, Static
 
 from engine.paths import home
 from tui import model_cache
@@ -144,6 +145,13 @@ class InspectTab(EngineTab, can_focus=True):
     def on_input_submitted(self, event: PromptInput.Submitted) -> None:
         event.stop()
         self.action_inspect()
+
+    @on(DataTable.RowSelected, "#metrics")
+    def select_head(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row of the Heads pane (in compare mode: ranked by change) zooms into that head."""
+        self.sel_layer, self.sel_head = map(int, str(event.row_key.value).split("-"))
+        self.aggregate = "single"
+        self.zoomed = True
 
     def on_run_picked(self, event: RunPicked) -> None:
         if event.picker.id == "insp-run-b":
