@@ -15,6 +15,7 @@ from tests.tui.pilot_helpers import wait_for
 from tests.tui.tiny_run import CORPUS, make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.inspect import InspectTab
+from tui.widgets.attention_view import change_text
 from tui.widgets.heatmap import Heatmap
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicker
@@ -91,7 +92,7 @@ async def test_compare_the_last_checkpoint_with_the_first_and_see_the_ranked_hea
         table = tab.query_one("#metrics", DataTable)
         assert [tuple(map(int, k.value.split("-"))) for k in table.rows] == cmp.ranking
         top_l, top_h = cmp.ranking[0]
-        assert table.get_row_at(0)[2].plain.strip() == f"{cmp.distance[top_l, top_h]:.3f}"
+        assert table.get_row_at(0)[2].plain.strip() == change_text(cmp.distance[top_l, top_h])
         # Today's keys: select the most changed head, zoom: A | B | A - B of that head.
         while (tab.sel_layer, tab.sel_head) != (top_l, top_h):
             await pilot.press("full_stop" if tab.sel_layer == top_l else "right_square_bracket")

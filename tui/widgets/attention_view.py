@@ -65,6 +65,13 @@ def selected_matrix(ins: Any, v: View) -> np.ndarray:
     return heads[v.head]
 
 
+def change_text(distance: float) -> str:
+    """A head's JS distance in at most 5 characters: ".490"; int8 against fp32 moves heads by ~1e-4, so
+    small values keep a digit ("9e-05") rather than reading 0."""
+    d = float(distance)
+    return "0" if d == 0 else f"{d:.3f}".lstrip("0") if d >= 0.001 else f"{d:.0e}"
+
+
 def caption(ins: Any, v: View, cmp: Any = None) -> str:
     tok = token_label(ins.tokens[v.position], 12) if ins.tokens else ""
     if is_lstm(ins):
@@ -73,7 +80,7 @@ def caption(ins: Any, v: View, cmp: Any = None) -> str:
     badge = ins.badges[v.layer][v.head]
     opts = [v.scale] + (["sink hidden"] if v.hide_first else []) + (["row-norm"] if v.row_normalize else [])
     if cmp is not None:  # the change first: what compare mode is for
-        which = (f"{which} · JS {float(cmp.distance[v.layer, v.head]):.2f} "
+        which = (f"{which} · JS {change_text(cmp.distance[v.layer, v.head])} "
                  f"#{cmp.rank_of(v.layer, v.head) + 1}/{len(cmp.ranking)}")
     return (f"L{v.layer} {which}{' ' + badge if badge and v.aggregate == 'single' else ''}"
             f" · {v.aggregate} · query {v.position} {tok!r} · {' · '.join(opts)}")
@@ -115,7 +122,7 @@ class AttentionView(ContentSwitcher):
             n_layers, n_heads = ins.attn.shape[:2]
             change = np.abs(cmp.diff)
             grid.show(np.stack([[v.values(change[l, h]) for h in range(n_heads)] for l in range(n_layers)]),
-                      [[f"{float(d):.2f}" for d in row] for row in cmp.distance])
+                      [[change_text(d) for d in row] for row in cmp.distance])
         else:
             n_layers, n_heads = ins.attn.shape[:2]
             grid.show(np.stack([[v.values(ins.attn[l, h]) for h in range(n_heads)] for l in range(n_layers)]),

@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, Sparkline, TabbedContent, TabPane
 
-from tui.widgets.attention_view import View, is_lstm
+from tui.widgets.attention_view import View, change_text, is_lstm
 from tui.widgets.heatmap import token_label
 
 # The head metrics, as (attribute of engine.inspection.HeadMetrics, column title). The first four are
@@ -70,7 +70,7 @@ class InspectSide(TabbedContent):
         badges_a, badges_b = cmp.a.badges, cmp.b.badges
         for rank, (l, h) in enumerate(cmp.ranking, 1):
             a, b = cmp.a.metrics[l][h], cmp.b.metrics[l][h]
-            cells = [f" {float(cmp.distance[l, h]):.3f}", f" {badges_a[l][h] or '-'}>{badges_b[l][h] or '-'}",
+            cells = [f" {change_text(cmp.distance[l, h])}", f" {badges_a[l][h] or '-'}>{badges_b[l][h] or '-'}",
                      f" {a.entropy - b.entropy:+.2f}", f" {a.prev_token - b.prev_token:+.2f}"]
             table.add_row(str(rank).ljust(3), f"L{l}H{h}".ljust(5), *[Text(c, justify="right") for c in cells],
                           key=f"{l}-{h}")
