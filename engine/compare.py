@@ -62,11 +62,7 @@ class Comparison:
     rows: np.ndarray  # [L, H, T]: JS distance of each query row
     distance: np.ndarray  # [L, H]: mean over rows i >= 1
     ranking: list[tuple[int, int]]  # (layer, head), most changed first
-
-    @property
-    def diff(self) -> np.ndarray:
-        """A - B attention weights, [L, H, T, T] in [-1, 1]."""
-        return self.a.attn - self.b.attn
+    diff: np.ndarray  # [L, H, T, T]: A - B attention weights, in [-1, 1] (computed once, off the UI thread)
 
     def rank_of(self, layer: int, head: int) -> int:
         """0 for the most changed head."""
@@ -103,7 +99,7 @@ def compare_prompt(model_a: nn.Module, tokenizer_a: Any, model_b: nn.Module, tok
     b = inspect_prompt(model_b, tokenizer_b, prompt, top_k)
     rows = row_distances(a.attn, b.attn)
     distance = head_distances(rows)
-    return Comparison(a, b, label_a, label_b, rows, distance, rank_heads(distance))
+    return Comparison(a, b, label_a, label_b, rows, distance, rank_heads(distance), a.attn - b.attn)
 
 
 def _shape(model: nn.Module) -> tuple[int, int, int]:
