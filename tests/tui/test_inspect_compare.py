@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import DataTable, Select
 
 from tests.tui.pilot_helpers import wait_for
-from tests.tui.tiny_run import CORPUS, make_tiny_run
+from benchmarks.tiny_run import CORPUS, make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.inspect import InspectTab
 from tui.widgets.attention_view import change_text
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow  # two short trainings and the app's model loads: 
 def trained_run_with_first_checkpoint(home: Path) -> tuple[Path, Path]:
     """(run at step 20, a copy of it at its first checkpoint, step 5): the run's last and first checkpoints."""
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from engine.rundir import RunDir
     from engine.runs import create_run
     from engine.trainer import train
 
@@ -41,10 +42,10 @@ def trained_run_with_first_checkpoint(home: Path) -> tuple[Path, Path]:
     train(run)
     first = home / "checkpoints" / "tiny-step5"
     shutil.copytree(run, first)
-    cfg = RunConfig.load(run / "config.toml")
+    cfg = RunConfig.load(RunDir(run).config)
     cfg.train.max_steps = 20
     cfg.train.eval_interval = 15
-    cfg.save(run / "config.toml")
+    cfg.save(RunDir(run).config)
     train(run, resume=True)
     return run, first
 

@@ -1,6 +1,6 @@
 """How the Inspect tab's compare mode looks at 120x40 and 80x24 (pytest-textual-snapshot).
 
-Deterministic content: the seed-initialised tiny run of tests/tui/tiny_run.py as A, and as B a copy whose
+Deterministic content: the seed-initialised tiny run of benchmarks/tiny_run.py as A, and as B a copy whose
 layer 1 head 0 had its query and key weights redrawn from a fixed seed (a "fine-tune" that touched one
 head), so the ranking is that head, then the others at 0. Update the pictures with
 `pytest tests/tui/test_snapshots_compare.py --snapshot-update` after an intended change.
@@ -15,7 +15,7 @@ import pytest
 
 from tests.tui.pilot_helpers import settle, wait_for
 from tests.tui.test_inspect_compare import pick
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.inspect import InspectTab
 from tui.widgets.prompt_input import PromptInput
