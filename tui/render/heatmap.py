@@ -49,8 +49,17 @@ def display_values(matrix: np.ndarray, *, hide_first: bool = False, row_normaliz
     return m
 
 
+def signed_display_values(matrix: np.ndarray, *, hide_first: bool = False, row_normalize: bool = False,
+                          scale: str = "linear") -> np.ndarray:
+    """A signed matrix (a difference of weights) mapped to 0..1 for the diverging palette: 0.5 is no
+    difference, each side scaled by magnitude under the same options as display_values."""
+    m = np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=0.0)
+    return 0.5 + 0.5 * np.sign(m) * display_values(np.abs(m), hide_first=hide_first, row_normalize=row_normalize,
+                                                   scale=scale)
+
+
 # Stops of the colour ramps (value 0 -> 1). Sequential: dark to bright (attention). Diverging: blue, dark,
-# red (signed LSTM activations mapped from -1..1 to 0..1).
+# red (signed values mapped from -1..1 to 0..1: LSTM activations, A - B attention).
 _RAMPS = {
     "sequential": [(0.0, (12, 12, 30)), (0.25, (70, 20, 110)), (0.5, (180, 50, 90)), (0.75, (250, 140, 40)),
                    (1.0, (252, 250, 160))],

@@ -6,6 +6,11 @@ selected position, the logit lens, and the head metrics over training. Bottom: P
 with each token shaded by how much the selected query token attends to it. LSTM runs show hidden
 activations (units x time) instead of attention.
 
+Compare mode (b): the same prompt through a second checkpoint B of the same shape (another checkpoint of
+the run, int8, or the run it was fine-tuned from); engine.compare measures each head's change, the grid
+shows |A - B| per head, the zoom A | B | A - B, and the Heads pane ranks heads by their change. Every
+other key works as without it, on A.
+
 The inspection runs in a thread worker; this tab holds the selection and view options, and navigation
 only re-slices arrays already computed, redrawn at most MAX_REDRAWS a second. Live mode (LivePoller)
 re-inspects when a new `latest` checkpoint appears.
@@ -14,18 +19,19 @@ re-inspects when a new `latest` checkpoint appears.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from textual import on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Label, Static
+from textual.widgets import DataTable, Label, Static
 
 from engine.paths import home
 from tui import model_cache
@@ -48,8 +54,9 @@ class InspectResult:
     run_dir: Path
     checkpoint: str
     prompt: str
-    inspection: Any  # engine.inspection.Inspection
+    inspection: Any  # engine.inspection.Inspection (of A in compare mode)
     requested: bool = True  # by the user (False: a live-mode refresh)
+    comparison: Any = None  # engine.compare.Comparison with checkpoint B, in compare mode
 
 
 @dataclass
@@ -78,6 +85,7 @@ class InspectTab(EngineTab, can_focus=True):
         Binding("c", "scale", "Scale"),
         Binding("t", "side_panel", "Heads/Next/Lens/Trend"),
         Binding("v", "toggle('live')", "Live"),
+        Binding("b", "toggle('compare')", "Compare A/B"),
         Binding("s", "export", "Export"),
     ]
 
@@ -91,6 +99,7 @@ class InspectTab(EngineTab, can_focus=True):
     row_normalize: reactive[bool] = reactive(False, init=False)
     scale: reactive[str] = reactive("linear", init=False)
     live: reactive[bool] = reactive(False, init=False)
+    compare: reactive[bool] = reactive(False, init=False)
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,8 +111,12 @@ class InspectTab(EngineTab, can_focus=True):
         yield PromptInput(placeholder="prompt (empty: the start of the run's corpus) · Enter inspects",
                           id="insp-prompt", compact=True)
         with Horizontal(id="insp-top"):
+            yield Label("A", id="insp-a", classes="ab")
             yield RunPicker(checkpoint="latest", id="insp-run")
             yield Label("live: off", id="insp-live")
+        with Horizontal(id="insp-top-b"):
+            yield Label("vs B", classes="ab")
+            yield RunPicker(checkpoint="best", id="insp-run-b")
         with Horizontal(id="insp-main"):
             yield AttentionView(id="insp-view")
             yield InspectSide(id="insp-side")
@@ -133,22 +146,43 @@ class InspectTab(EngineTab, can_focus=True):
         event.stop()
         self.action_inspect()
 
+    @on(DataTable.RowSelected, "#metrics")
+    def select_head(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row of the Heads pane (in compare mode: ranked by change) zooms into that head."""
+        self.sel_layer, self.sel_head = map(int, str(event.row_key.value).split("-"))
+        self.aggregate = "single"
+        self.zoomed = True
+
     def on_run_picked(self, event: RunPicked) -> None:
+        if event.picker.id == "insp-run-b":
+            if self.compare and self.result is not None:
+                self.action_inspect()
+            return
         self.query_one(LivePoller).follow(event.run_dir)  # a different run: its events start from the top
         self.query_one(InspectSide).heads_events = []
         if self.result is not None or self.live:
             self.action_inspect()
 
     def action_inspect(self) -> None:
-        picker = self.query_one(RunPicker)
+        picker = self.query_one("#insp-run", RunPicker)
         if picker.run_dir is None:
             self.notify("No run selected: train one in the Train tab first.", severity="warning")
             return
         prompt = self.query_one(PromptInput)
         if prompt.value:
             prompt.commit()
-        self._set_status(f"inspecting {picker.run_dir.name} ({picker.checkpoint})…")
-        self._inspect(picker.run_dir, picker.checkpoint, prompt.value)
+        against = self._against()
+        if self.compare and against is None:
+            self.notify("No run selected as B: pick one beside 'vs B'.", severity="warning")
+            return
+        what = f" against {label(*against)}" if against else ""
+        self._set_status(f"inspecting {label(picker.run_dir, picker.checkpoint)}{what}…")
+        self._inspect(picker.run_dir, picker.checkpoint, prompt.value, against=against)
+
+    def _against(self) -> tuple[Path, str] | None:
+        """Checkpoint B (run, checkpoint) in compare mode, else None."""
+        b = self.query_one("#insp-run-b", RunPicker)
+        return (b.run_dir, b.checkpoint) if self.compare and b.run_dir is not None else None
 
     def action_zoom(self) -> None:
         if self.inspection is None:
@@ -213,44 +247,72 @@ class InspectTab(EngineTab, can_focus=True):
 
     def watch_live(self, live: bool) -> None:
         self.query_one("#insp-live", Label).update(f"live: {'on' if live else 'off'}")
-        self.query_one(LivePoller).switch(live, self.query_one(RunPicker).run_dir)
+        self.query_one(LivePoller).switch(live, self.query_one("#insp-run", RunPicker).run_dir)
+
+    def watch_compare(self, compare: bool) -> None:
+        self.query_one("#insp-top-b").display = self.query_one("#insp-a").display = compare
+        if compare and self.result is not None:
+            self.action_inspect()
+        elif compare:
+            self._set_status("compare: pick B beside 'vs B', then Enter in the prompt (or ctrl+s)")
+        elif self.result is not None and self.result.comparison is not None:
+            self._show(replace(self.result, comparison=None))  # A is already there: nothing to recompute
 
     # -- the inspection ---------------------------------------------------------------------------------
 
     @engine_work("inspect")
-    def _inspect(self, run_dir: Path, checkpoint: str, prompt: str, requested: bool = True) -> None:
+    def _inspect(self, run_dir: Path, checkpoint: str, prompt: str, requested: bool = True,
+                 against: tuple[Path, str] | None = None) -> None:
+        """Inspect the prompt with the run's checkpoint, or compare it with checkpoint `against`."""
+        from engine.compare import compare_prompt
         from engine.inspection import inspect_prompt
 
         model, cfg, tokenizer = model_cache.load(run_dir, checkpoint)
         if not prompt:
             prompt = default_prompt(cfg, tokenizer)
-        inspection = inspect_prompt(model, tokenizer, prompt)
-        self.post_message(InspectionReady(InspectResult(run_dir, checkpoint, prompt, inspection, requested)))
+        if against is None:
+            result = InspectResult(run_dir, checkpoint, prompt, inspect_prompt(model, tokenizer, prompt), requested)
+        else:
+            model_b, _, tokenizer_b = model_cache.load(*against)
+            cmp = compare_prompt(model, tokenizer, model_b, tokenizer_b, prompt, label(run_dir, checkpoint),
+                                 label(*against))
+            result = InspectResult(run_dir, checkpoint, prompt, cmp.a, requested, comparison=cmp)
+        self.post_message(InspectionReady(result))
 
     def on_live_update(self, message: LiveUpdate) -> None:
         side = self.query_one(InspectSide)
         if message.heads:
             side.heads_events.extend(message.heads)
             side.draw_trend(self.sel_layer, self.sel_head)
-        run_dir = self.query_one(RunPicker).run_dir
+        run_dir = self.query_one("#insp-run", RunPicker).run_dir
         if message.new_checkpoint and self.live and run_dir is not None:
             # Live mode follows the checkpoint the trainer rewrites as it goes.
             prompt = self.result.prompt if self.result else self.query_one(PromptInput).value
-            self._inspect(run_dir, "latest", prompt, requested=False)
+            self._inspect(run_dir, "latest", prompt, requested=False, against=self._against())
 
     def on_inspection_ready(self, message: InspectionReady) -> None:
-        first = self.result is None or self.result.prompt != message.result.prompt
-        self.result = message.result
+        result = message.result
+        if result.comparison is not None and not self.compare:
+            result = replace(result, comparison=None)  # compare mode was switched off while it ran
+        self._show(result)
+        if result.requested:
+            # The user asked for this view: hand the keys to it (live refreshes never steal focus).
+            self.query_one(AttentionView).focus_shown()
+
+    def _show(self, result: InspectResult) -> None:
+        first = self.result is None or self.result.prompt != result.prompt
+        self.result = result
+        side = self.query_one(InspectSide)
+        if result.comparison is not None:
+            side.fill_ranking(result.comparison)
+        else:
+            side.fill_metrics(self.inspection)
         n_layers, n_heads, n_tokens = self._dims()
         self.sel_layer = min(self.sel_layer, n_layers - 1)
         self.sel_head = min(self.sel_head, n_heads - 1)
         if first or self.position >= n_tokens:
             self.position = n_tokens - 1  # the last token: what the model is about to predict
-        self.query_one(InspectSide).fill_metrics(self.inspection)
         self.request_redraw(now=True)
-        if message.result.requested:
-            # The user asked for this view: hand the keys to it (live refreshes never steal focus).
-            self.query_one(AttentionView).focus_shown()
 
     # -- drawing ----------------------------------------------------------------------------------------
 
@@ -260,21 +322,28 @@ class InspectTab(EngineTab, can_focus=True):
             return
         if self.is_lstm:
             self.zoomed = True  # an LSTM has no heads: the activations are the view
-        view = self.view
-        self.query_one(AttentionView).draw(ins, view)
+        view, cmp = self.view, self.result.comparison
+        self.query_one(AttentionView).draw(ins, view, cmp)
         self.query_one(PromptStrip).draw(ins, view)
         self.query_one(InspectSide).draw(ins, view)
-        self._set_status(caption(ins, view))
+        self._set_status(caption(ins, view, cmp))
 
     def _set_status(self, text: str) -> None:
         self.query_one("#insp-status", Static).update(text)
 
 
+def label(run_dir: Path, checkpoint: str) -> str:
+    return f"{run_dir.name}/{checkpoint}"
+
+
 def export_view(app, result: InspectResult, layer: int, head: int) -> tuple[Path, Path]:
-    """Write the current screen as SVG and the inspection's arrays as .npz; returns (svg, npz)."""
+    """Write the current screen as SVG and the inspection's arrays (with the comparison's, in compare
+    mode) as .npz; returns (svg, npz)."""
     out = home() / "exports"
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"inspect-{result.run_dir.name}-{result.checkpoint}-L{layer}H{head}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cmp = result.comparison
+    vs = f"-vs-{cmp.label_b.replace('/', '-')}" if cmp is not None else ""
+    stem = f"inspect-{result.run_dir.name}-{result.checkpoint}{vs}-L{layer}H{head}-{time.strftime('%Y%m%d-%H%M%S')}"
     svg = Path(app.save_screenshot(filename=f"{stem}.svg", path=str(out)))
     ins = result.inspection
     arrays: dict[str, Any] = {"tokens": np.array(list(ins.tokens)), "prompt": np.array(result.prompt)}
@@ -282,6 +351,8 @@ def export_view(app, result: InspectResult, layer: int, head: int) -> tuple[Path
         value = getattr(ins, name, None)
         if value is not None:
             arrays[name] = np.asarray(value)
+    if cmp is not None:
+        arrays.update(cmp.to_arrays())
     npz = out / f"{stem}.npz"
     np.savez(npz, **arrays)
     return svg, npz

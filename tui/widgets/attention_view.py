@@ -1,6 +1,8 @@
 """The Inspect tab's main view: every head as a mini heatmap in a layers x heads grid, or one head (or the
 mean/max of a layer's heads) zoomed with token labels; for an LSTM the hidden activations (units x time).
-PromptStrip shows the prompt with each token shaded by the attention the selected query gives it.
+In compare mode (an engine.compare.Comparison of checkpoints A and B) the grid shows where each head's
+attention changed, |A - B|, labelled with its JS distance, and the zoom shows A | B | A - B.
+PromptStrip shows the prompt with each token shaded by the attention the selected query gives it (in A).
 
 Both draw an engine.inspection.Inspection through a View (the selection and the display options); they
 only re-slice its arrays, never recompute them.
@@ -16,6 +18,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import ContentSwitcher, Static
 
+from tui.render.heatmap import signed_display_values
 from tui.widgets.heatmap import HeadGrid, Heatmap, display_values, token_label
 
 
@@ -32,6 +35,10 @@ class View:
 
     def values(self, matrix: np.ndarray) -> np.ndarray:
         return display_values(matrix, hide_first=self.hide_first, row_normalize=self.row_normalize, scale=self.scale)
+
+    def signed_values(self, matrix: np.ndarray) -> np.ndarray:
+        return signed_display_values(matrix, hide_first=self.hide_first, row_normalize=self.row_normalize,
+                                     scale=self.scale)
 
 
 def is_lstm(ins: Any) -> bool:
@@ -58,13 +65,23 @@ def selected_matrix(ins: Any, v: View) -> np.ndarray:
     return heads[v.head]
 
 
-def caption(ins: Any, v: View) -> str:
+def change_text(distance: float) -> str:
+    """A head's JS distance in at most 5 characters: ".490"; int8 against fp32 moves heads by ~1e-4, so
+    small values keep a digit ("9e-05") rather than reading 0."""
+    d = float(distance)
+    return "0" if d == 0 else f"{d:.3f}".lstrip("0") if d >= 0.001 else f"{d:.0e}"
+
+
+def caption(ins: Any, v: View, cmp: Any = None) -> str:
     tok = token_label(ins.tokens[v.position], 12) if ins.tokens else ""
     if is_lstm(ins):
         return f"layer {v.layer} · pos {v.position} {tok!r} · {v.scale}"
     which = "all heads" if v.aggregate != "single" else f"head {v.head}"
     badge = ins.badges[v.layer][v.head]
     opts = [v.scale] + (["sink hidden"] if v.hide_first else []) + (["row-norm"] if v.row_normalize else [])
+    if cmp is not None:  # the change first: what compare mode is for
+        which = (f"{which} · JS {change_text(cmp.distance[v.layer, v.head])} "
+                 f"#{cmp.rank_of(v.layer, v.head) + 1}/{len(cmp.ranking)}")
     return (f"L{v.layer} {which}{' ' + badge if badge and v.aggregate == 'single' else ''}"
             f" · {v.aggregate} · query {v.position} {tok!r} · {' · '.join(opts)}")
 
@@ -77,7 +94,8 @@ class AttentionView(ContentSwitcher):
         yield HeadGrid(id="grid")
         yield Heatmap(id="zoom")
 
-    def draw(self, ins: Any, v: View) -> None:
+    def draw(self, ins: Any, v: View, cmp: Any = None) -> None:
+        """cmp: an engine.compare.Comparison whose `a` is `ins` (compare mode), or None."""
         self.current = "zoom" if v.zoomed else "grid"
         tokens = list(ins.tokens)
         zoom = self.query_one(Heatmap)
@@ -90,9 +108,21 @@ class AttentionView(ContentSwitcher):
             return
         grid = self.query_one(HeadGrid)
         grid.sel_layer, grid.sel_head = v.layer, v.head
-        if v.zoomed:
+        if v.zoomed and cmp is not None:
+            zoom.selected_row = v.position
+            a, b = selected_matrix(ins, v), selected_matrix(cmp.b, v)
+            zoom.show_panels([(f"A {cmp.label_a}", v.values(a), "sequential"),
+                              (f"B {cmp.label_b}", v.values(b), "sequential"),
+                              ("A-B red: A>B", v.signed_values(a - b), "diverging")],
+                             tokens, tokens, caption=caption(ins, v, cmp))
+        elif v.zoomed:
             zoom.selected_row = v.position
             zoom.show(v.values(selected_matrix(ins, v)), tokens, tokens, caption=caption(ins, v))
+        elif cmp is not None:
+            n_layers, n_heads = ins.attn.shape[:2]
+            change = np.abs(cmp.diff)
+            grid.show(np.stack([[v.values(change[l, h]) for h in range(n_heads)] for l in range(n_layers)]),
+                      [[change_text(d) for d in row] for row in cmp.distance])
         else:
             n_layers, n_heads = ins.attn.shape[:2]
             grid.show(np.stack([[v.values(ins.attn[l, h]) for h in range(n_heads)] for l in range(n_layers)]),

@@ -22,7 +22,8 @@ from tui.render.heatmap import SCALES, display_values, half_block_lines, pool, t
 
 
 class Heatmap(Widget, can_focus=True):
-    """One matrix with row labels on the left and column labels on top; the selected row is marked."""
+    """One matrix (or several of one shape side by side: A | B | A - B) with row labels on the left and
+    column labels on top; the selected row is marked."""
 
     DEFAULT_CSS = """
     Heatmap { height: 1fr; width: 1fr; }
@@ -33,44 +34,61 @@ class Heatmap(Widget, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._values: np.ndarray | None = None
+        self._panels: list[tuple[str, np.ndarray, str]] = []  # (title, values 0..1, palette)
         self._row_labels: Sequence[str] = ()
         self._col_labels: Sequence[str] = ()
         self._caption = ""
-        self._palette = "sequential"
 
     def show(self, values: np.ndarray | None, row_labels: Sequence[str], col_labels: Sequence[str], *,
              caption: str = "", palette: str = "sequential") -> None:
         """Draw `values` (already mapped to 0..1, see display_values)."""
-        self._values, self._row_labels, self._col_labels = values, row_labels, col_labels
-        self._caption, self._palette = caption, palette
+        self.show_panels([] if values is None else [("", values, palette)], row_labels, col_labels, caption=caption)
+
+    def show_panels(self, panels: Sequence[tuple[str, np.ndarray, str]], row_labels: Sequence[str],
+                    col_labels: Sequence[str], *, caption: str = "") -> None:
+        """Matrices of one shape side by side, each (title, values 0..1, palette), sharing the row labels
+        and the window of rows and columns shown."""
+        self._panels, self._row_labels, self._col_labels = list(panels), row_labels, col_labels
+        self._caption = caption
         self.refresh()
 
     @property
     def values(self) -> np.ndarray | None:
-        return self._values
+        """The first panel's values."""
+        return self._panels[0][1] if self._panels else None
+
+    @property
+    def panel_values(self) -> list[np.ndarray]:
+        return [values for _, values, _ in self._panels]
 
     def render(self) -> RenderableType:
-        if self._values is None:
+        if not self._panels:
             return Text(self._caption or "nothing to show yet", style="dim")
-        values = self._values
-        n_rows, n_cols = values.shape
+        n_rows, n_cols = self._panels[0][1].shape
+        titled = any(title for title, _, _ in self._panels)
         label_w = min(8, max((len(token_label(t, 8)) for t in self._row_labels), default=1)) + 1
-        avail_w = max(1, self.size.width - label_w - 1)
+        # Each panel gets an equal share of the width, one column apart.
+        avail_w = max(1, (self.size.width - label_w - 1 - (len(self._panels) - 1)) // len(self._panels))
         cell_w = max(1, min(3, avail_w // max(1, n_cols)))
         vis_cols = min(n_cols, avail_w // cell_w)
-        vis_rows = min(n_rows, max(2, (self.size.height - 2) * 2))
+        vis_rows = min(n_rows, max(2, (self.size.height - 2 - titled) * 2))
         r0 = window(self.selected_row, n_rows, vis_rows)
         r0 -= r0 % 2  # keep character rows on matrix row pairs so the selection mark lands on its pair
+        if self.selected_row >= r0 + vis_rows:  # ...without pushing the selected row off the bottom
+            r0 += 2
         c0 = window(self.selected_row, n_cols, vis_cols)
-        sub = values[r0:r0 + vis_rows, c0:c0 + vis_cols]
-        lines = half_block_lines(sub, cell_width=cell_w, palette=self._palette,
-                                        mono=bool(getattr(self.app, "no_color", False)))
+        mono = bool(getattr(self.app, "no_color", False))
+        panels = [half_block_lines(values[r0:r0 + vis_rows, c0:c0 + vis_cols], cell_width=cell_w, palette=palette,
+                                   mono=mono) for _, values, palette in self._panels]
+        panel_w = vis_cols * cell_w
         out = Text(no_wrap=True, overflow="crop")
         out.append(self._caption[: self.size.width] + "\n", style="bold")
+        if titled:
+            out.append(" " * (label_w + 1) + " ".join(title[:panel_w].ljust(panel_w)
+                                                      for title, _, _ in self._panels) + "\n", style="bold")
         axis = "".join(token_label(t, cell_w).ljust(cell_w) for t in self._col_labels[c0:c0 + vis_cols])
-        out.append(" " * (label_w + 1) + axis + "\n", style="dim")
-        for k, line in enumerate(lines):
+        out.append(" " * (label_w + 1) + " ".join([axis] * len(panels)) + "\n", style="dim")
+        for k in range(len(panels[0])):
             rows = range(r0 + 2 * k, min(r0 + 2 * k + 2, n_rows))
             marked = self.selected_row in rows
             # Two matrix rows share a character row: label it with the selected one when it is there.
@@ -78,8 +96,11 @@ class Heatmap(Widget, can_focus=True):
             label = token_label(self._row_labels[row], label_w - 1) if row < len(self._row_labels) else ""
             out.append(("▶" if marked else " ") + label.rjust(label_w - 1) + " ",
                        style="bold reverse" if marked else "dim")
-            out.append_text(line)
-            if k < len(lines) - 1:
+            for p, lines in enumerate(panels):
+                if p:
+                    out.append(" ")
+                out.append_text(lines[k])
+            if k < len(panels[0]) - 1:
                 out.append("\n")
         return out
 
@@ -105,6 +126,7 @@ class HeadGrid(Widget, can_focus=True):
         self._badges: Sequence[Sequence[str]] = ()
 
     def show(self, maps: np.ndarray | None, badges: Sequence[Sequence[str]]) -> None:
+        """badges: a short label per head after its name (its badge, or in compare mode its change)."""
         self._maps, self._badges = maps, badges
         self.refresh()
 

@@ -1,6 +1,7 @@
-"""The Inspect tab's side panel: every head's metrics (the selected one under the cursor), the model's
-top-k next tokens after the selected position, the logit lens, and the selected head's metrics over
-training (from the run's `heads` events)."""
+"""The Inspect tab's side panel: every head's metrics (the selected one under the cursor), or in compare
+mode the heads ranked by how much their attention changed between A and B; the model's top-k next tokens
+after the selected position, the logit lens, and the selected head's metrics over training (from the
+run's `heads` events)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, Sparkline, TabbedContent, TabPane
 
-from tui.widgets.attention_view import View, is_lstm
+from tui.widgets.attention_view import View, change_text, is_lstm
 from tui.widgets.heatmap import token_label
 
 # The head metrics, as (attribute of engine.inspection.HeadMetrics, column title). The first four are
@@ -60,10 +61,26 @@ class InspectSide(TabbedContent):
                          for key, _ in METRICS]
                 table.add_row(f"L{l}H{h} {ins.badges[l][h]}".ljust(6), *cells, key=f"{l}-{h}")
 
+    def fill_ranking(self, cmp: Any) -> None:
+        """Once per comparison (engine.compare.Comparison): a row per head, the most changed first, with its
+        JS distance, badges in A and B, and entropy and previous-token share as A - B."""
+        table = self.query_one("#metrics", DataTable)
+        table.clear(columns=True)
+        table.add_columns("#  ", "head ", *[title.rjust(6) for title in ("JS", "A>B", "Δent", "Δprev")])
+        badges_a, badges_b = cmp.a.badges, cmp.b.badges
+        for rank, (l, h) in enumerate(cmp.ranking, 1):
+            a, b = cmp.a.metrics[l][h], cmp.b.metrics[l][h]
+            cells = [f" {change_text(cmp.distance[l, h])}", f" {badges_a[l][h] or '-'}>{badges_b[l][h] or '-'}",
+                     f" {a.entropy - b.entropy:+.2f}", f" {a.prev_token - b.prev_token:+.2f}"]
+            table.add_row(str(rank).ljust(3), f"L{l}H{h}".ljust(5), *[Text(c, justify="right") for c in cells],
+                          key=f"{l}-{h}")
+
     def draw(self, ins: Any, v: View) -> None:
         p = v.position
         if not is_lstm(ins):
-            self.query_one("#metrics", DataTable).move_cursor(row=v.layer * ins.attn.shape[1] + v.head)
+            table, key = self.query_one("#metrics", DataTable), f"{v.layer}-{v.head}"
+            if key in table.rows:  # a selection from a model of another shape is clamped right after
+                table.move_cursor(row=table.get_row_index(key))
         topk = self.query_one("#topk", DataTable)
         topk.clear(columns=True)
         topk.add_columns("next", "prob")

@@ -27,6 +27,11 @@ class RunPicked(Message):
     """The run or checkpoint changed; run_dir is None while no run exists."""
     run_dir: Path | None
     checkpoint: str
+    picker: RunPicker  # which picker, where a tab has two
+
+    @property
+    def control(self) -> RunPicker:  # so @on(RunPicked, "#id") selects by picker
+        return self.picker
 
 
 @dataclass
@@ -102,4 +107,4 @@ class RunPicker(ReportsWorkerErrors, Horizontal):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
-        self.post_message(RunPicked(self.run_dir, self.checkpoint))
+        self.post_message(RunPicked(self.run_dir, self.checkpoint, self))
