@@ -144,7 +144,13 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
 
 
 def check_model_config(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
-    """ConfigError naming the changed [model] fields, if any."""
+    """ConfigError naming the changed [model] fields, if any. A field the saved config lacks (a checkpoint
+    older than the field) counts as its default."""
+    from dataclasses import asdict
+
+    from .config import ModelConfig
+
+    saved = {**asdict(ModelConfig()), **saved}
     changed = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
                if saved.get(k) != current.get(k) and k != "dropout"]  # dropout only shapes training noise
     if changed:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 
 MODEL_KINDS = ("gpt", "lstm")
+ACTIVATIONS = ("gelu", "gelu_tanh")  # exact GELU; GPT-2's tanh approximation (imported GPT-2 weights need it)
 TOKENIZER_KINDS = ("char", "word", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -133,6 +134,10 @@ class ModelConfig:
     dropout: float = knob(0.0, "dropout probability", bounds="[0, 1)", commands=TRAIN, label="dropout")
     mlp_ratio: int = knob(4, "MLP width as a multiple of n_embd", bounds="[1, inf)")
     bias: bool = knob(True, "biases in the linear layers and LayerNorms")
+    activation: str = knob("gelu", "the GPT's MLP activation (gelu_tanh: GPT-2's tanh approximation)",
+                           choices=ACTIVATIONS)
+    norm_eps: float = knob(1e-5, "the GPT's LayerNorm epsilon (a GPT-2 config.json carries its own)",
+                           bounds="(0, 1)")
 
 
 @dataclass
@@ -173,6 +178,9 @@ class TrainConfig:
     device: str = knob("auto", "where to train", choices=DEVICES, commands=TRAIN, label="device")
     compile: bool = knob(False, "torch.compile the model", commands=TRAIN)
     seed: int = knob(1337, "random seed", commands=TRAIN, label="seed")
+    init_from: str = knob("", "start from another run's weights, RUN[:latest|best] (its shape and tokenizer, a "
+                              "fresh optimizer); config.toml keeps the resolved <run dir>:<checkpoint>",
+                          commands=TRAIN)
 
 
 @dataclass
