@@ -116,6 +116,7 @@ class Start(Event):
     device: str = ""
     dtype: str = ""
     resumed_from: int | None = None
+    init_from: dict[str, Any] | None = None  # engine.interop.load_init_weights: run, checkpoint, path, step, import
     world_size: int = 1
     tokens_per_step: int = 0
 
@@ -172,8 +173,19 @@ class Error(Event):
     message: str = ""
 
 
+@dataclass
+class Import(Event):
+    """The provenance of a run made by engine.interop.import_model (its only event until trained)."""
+    source: str = ""  # the folder, or hub:<name>
+    folder: str = ""
+    weights: list[str] = field(default_factory=list)
+    sha256: dict[str, str] = field(default_factory=dict)
+    architecture: str = ""
+    params: dict[str, int] = field(default_factory=dict)
+
+
 KINDS: dict[str, type[Event]] = {"start": Start, "step": Step, "eval": Eval, "sample": Sample, "heads": Heads,
-                                 "checkpoint": Checkpoint, "done": Done, "error": Error}
+                                 "checkpoint": Checkpoint, "done": Done, "error": Error, "import": Import}
 _FIELDS = {kind: {f.name for f in fields(cls)} for kind, cls in KINDS.items()}
 
 

@@ -32,6 +32,7 @@ from .dataset import TokenDataset, prepare_dataset
 from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
 from .inspection import heads_event
+from .interop import load_init_weights
 from .models import build_model, count_params
 from .process import FreeCores, pick_device, pick_dtype, torch_threads
 from .rundir import RunDir
@@ -224,6 +225,9 @@ class _Trainer:
 
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg.model).to(device)
+        init_from = None
+        if state is None and cfg.train.init_from:
+            init_from = load_init_weights(self.model, cfg, tokenizer, device)
         self.optimizer = make_optimizer(self.model, cfg, self.dev_type)
         # Each rank draws its own batches: seeds differ by rank, like a DistributedSampler's shards.
         self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919 * dist.rank)
@@ -250,8 +254,8 @@ class _Trainer:
         self.train_time = 0.0
         self.trained_steps = 0
         self.emit("start", config=cfg.to_dict(), params=self.params, device=device, dtype=self.dtype,
-                  resumed_from=self.step if state is not None else None, world_size=dist.world_size,
-                  tokens_per_step=self.tokens_per_step)
+                  resumed_from=self.step if state is not None else None, init_from=init_from,
+                  world_size=dist.world_size, tokens_per_step=self.tokens_per_step)
         log.info("start: step %d/%d, %s params, %s %s%s", self.step, t.max_steps, self.params, device, self.dtype,
                  " (resumed)" if state is not None else "")
         self.net = self._wrap(self.model)

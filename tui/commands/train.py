@@ -21,6 +21,9 @@ from engine.process import training_process_settings
 from engine.rundir import RunDir
 from tui.cli import knob_overrides
 
+# Taken from the --init-from run, so not settable alongside it.
+INIT_FROM_FIXED = ("tokenizer", "tokenizer_kind", "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     out = knob_overrides(args, "train")
@@ -41,7 +44,16 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
             cfg = apply_overrides(cfg, PRESETS[args.preset])
     if args.config:
         cfg = apply_overrides(cfg, load_toml(Path(args.config)))
-    return apply_overrides(cfg, flag_overrides(args)).validate()
+    cfg = apply_overrides(cfg, flag_overrides(args)).validate()
+    if getattr(args, "init_from", None):
+        shaped = [f"--{d.replace('_', '-')}" for d in INIT_FROM_FIXED if getattr(args, d, None) is not None]
+        if shaped:
+            raise ConfigError(f"{', '.join(shaped)} cannot be set with --init-from: the shape and tokenizer come "
+                              f"from the source run.")
+        from engine.interop import apply_init_from
+
+        cfg = apply_init_from(cfg, args.init_from)
+    return cfg
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -49,6 +61,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     out = Console(stderr=True, highlight=False) if args.json else console
     run_dir = Path(args.run_dir).expanduser() if args.run_dir else runs.run_path(args.run) if args.run else None
     if args.resume:
+        if args.init_from:
+            raise ConfigError("--resume and --init-from do not go together: --init-from starts a new run.")
         if run_dir is None:
             raise ConfigError("--resume needs the run to continue: pass --run NAME or --run-dir DIR.")
         run_dir = runs.resolve_run(run_dir if args.run_dir else args.run)
