@@ -133,6 +133,9 @@ class _TrainProgress:
         kind, step = e["event"], e["step"]
         if isinstance(start := parse_event(e), Start):
             resumed = f", resumed from step {start.resumed_from}" if start.resumed_from is not None else ""
+            if start.init_from:
+                init = start.init_from
+                resumed += f", starting from {Path(init['run']).name}:{init['checkpoint']} (its step {init['step']})"
             self.console.print(f"{start.total_params:,} parameters on {start.device} ({start.dtype}){resumed}")
             self.progress.update(self.task, completed=step, description="train")
         elif kind == "step":
