@@ -17,47 +17,13 @@ transformers = pytest.importorskip("transformers")
 from engine import checkpoint  # noqa: E402
 from engine.errors import ConfigError, InteropError  # noqa: E402
 from engine.interop import export_model, import_model  # noqa: E402
-
-TEXT = ("The cat sat on the mat. The dog sat on the log. A cat and a dog met on the mat, and then "
-        "they went home together; the end. Numbers 0123456789 and symbols {}[]() = + - * / appear too.\n") * 40
-VOCAB = 320  # 256 bytes, merges, and <|endoftext|> last: GPT-2's layout (no pad token, eos = vocab - 1)
-
-
-def _bpe_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB - 1, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator([TEXT], trainer=trainer)
-    tk.add_special_tokens(["<|endoftext|>"])
-    assert tk.get_vocab_size() == VOCAB and tk.token_to_id("<|endoftext|>") == VOCAB - 1
-    return tk
-
-
-def _hf_model(seed: int = 0):
-    """A random GPT2LMHeadModel, 2 layers, 4 heads, 64 wide, 128 positions, every tensor randomised (biases
-    and LayerNorms too, so a wrongly mapped one shows)."""
-    torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=64, n_layer=2, n_head=4,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-                                  bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * (0.3 if "ln_" in name else 0.05))
-    return model
+from tests.hf_gpt2 import TEXT, VOCAB, bpe_tokenizer, save_tiny_gpt2  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory) -> Path:
     """The HF model saved with safetensors and tokenizer.json, as `huggingface-cli download` leaves one."""
-    folder = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
-    _hf_model().save_pretrained(folder, safe_serialization=True)
-    _bpe_tokenizer().save(str(folder / "tokenizer.json"))
-    return folder
+    return save_tiny_gpt2(tmp_path_factory.mktemp("hf") / "tiny-gpt2")
 
 
 @pytest.fixture
@@ -77,7 +43,7 @@ def test_imported_gpt2_gives_transformers_logits(home, gpt2_folder, hf_model, tm
         folder.mkdir()
         for f in ("config.json", "model.safetensors"):
             shutil.copy(gpt2_folder / f, folder / f)
-        _bpe_tokenizer().model.save(str(folder))
+        bpe_tokenizer().model.save(str(folder))
     summary = import_model(str(folder), "gpt2-tiny")
     model, cfg, tok = checkpoint.load_model(home / "checkpoints" / "gpt2-tiny", "best")
     assert (cfg.model.activation, cfg.model.norm_eps, cfg.model.block_size, tok.vocab_size) == ("gelu_tanh", 1e-5,
