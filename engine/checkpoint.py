@@ -25,7 +25,7 @@ import safetensors.torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .config import RunConfig
+from .config import ModelConfig, RunConfig
 from .errors import CheckpointError, ConfigError
 from .models import build_model
 from .quantize import FORMAT as INT8_FORMAT
@@ -146,10 +146,6 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
 def check_model_config(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
     """ConfigError naming the changed [model] fields, if any. A field the saved config lacks (a checkpoint
     older than the field) counts as its default."""
-    from dataclasses import asdict
-
-    from .config import ModelConfig
-
     saved = {**asdict(ModelConfig()), **saved}
     changed = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
                if saved.get(k) != current.get(k) and k != "dropout"]  # dropout only shapes training noise

@@ -226,6 +226,7 @@ class RunState:
     lr: float | None = None
     tokens_per_s: float | None = None
     sample: str = ""
+    imported: bool = False  # made by `smallgpt import` (an import event)
     ended: str = ""  # since the last start: "" while it may go on, else the done reason or "error"
     error: str = ""  # the message of an error since the last start
     # (time, step) of the first and latest step event since the last start: the rate for the ETA,
@@ -266,6 +267,9 @@ class RunState:
                 self.ended = str(e.reason or "done")
             elif isinstance(e, Error):
                 self.ended, self.error = "error", str(e.message or "")
+            elif isinstance(e, Import):
+                self.imported = True
+                self.params = e.params.get("total") if isinstance(e.params, dict) else None
             else:
                 continue
             self.step = max(self.step, e.step)
@@ -278,11 +282,11 @@ class RunState:
 
     def status(self, running: bool) -> str:
         """running (the lock is held) | failed | finished (done at max_steps) | stopped (done when asked,
-        or killed without a word) | new (never started)."""
+        or killed without a word) | imported (by `smallgpt import`, never trained) | new (never started)."""
         if running:
             return "running"
         if self.started is None:
-            return "new"
+            return "imported" if self.imported else "new"
         if self.ended == "error":
             return "failed"
         return "finished" if self.ended == "max_steps" else "stopped"

@@ -21,16 +21,24 @@ import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tokenizers import Tokenizer as HFTokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
+from torch import nn
+
+from .checkpoint import MODEL_FILE, check_model_config, find, load_model, load_weights, read_state, save_checkpoint
 from .config import ModelConfig, RunConfig
 from .errors import ConfigError, InteropError, TokenizerError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from .tokenizer import Tokenizer
+from .events import EventWriter
+from .models import GPT, count_params
+from .paths import checkpoints_dir
+from .rundir import RunDir
+from .runs import resolve_run, run_path
+from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
 Progress = Callable[[float, str], None]
 
@@ -55,14 +63,6 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*
 def import_model(src: str, name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Import a GPT-2 model folder (or, with huggingface_hub and a network, a hub name) as run `name`
     under checkpoints/ (default: the folder's name). Returns a summary; writes nothing on any error."""
-    import torch
-
-    from .checkpoint import save_checkpoint
-    from .events import EventWriter
-    from .models import count_params
-    from .paths import checkpoints_dir
-    from .runs import CONFIG_FILE, TOKENIZER_FILE, run_path
-
     t0 = time.perf_counter()
     folder, source = _locate(src)
     target = run_path(name or _run_name(source))
@@ -91,8 +91,8 @@ def import_model(src: str, name: str | None = None, progress: Progress | None = 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        cfg.save(tmp / CONFIG_FILE)
-        tokenizer.save(tmp / TOKENIZER_FILE)
+        cfg.save(RunDir(tmp).config)
+        tokenizer.save(RunDir(tmp).tokenizer)
         state = {"step": 0, "tokens_seen": 0, "best_val_loss": None, "time": 0.0,
                  "model_config": asdict(mc), "import": record}
         with torch.no_grad():
@@ -197,10 +197,8 @@ def _read_hf_config(folder: Path) -> dict[str, Any]:
     return hf
 
 
-def _load_tokenizer(folder: Path) -> "Tokenizer":
+def _load_tokenizer(folder: Path) -> Tokenizer:
     """tokenizer.json as it is, else GPT-2's byte-level BPE built from vocab.json + merges.txt."""
-    from .tokenizer import SPECIAL_TOKENS, Tokenizer
-
     try:
         if (folder / "tokenizer.json").is_file():
             return Tokenizer.load(folder / "tokenizer.json")
@@ -208,10 +206,8 @@ def _load_tokenizer(folder: Path) -> "Tokenizer":
         if not (vocab.is_file() and merges.is_file()):
             raise InteropError(f"{folder} has no tokenizer (tokenizer.json, or vocab.json and merges.txt): copy the "
                                f"tokenizer files that came with the model.")
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
-
         try:
-            hf = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+            hf = HFTokenizer(BPE.from_file(str(vocab), str(merges)))
         except Exception as e:  # the Rust side raises a bare Exception for malformed files
             raise InteropError(f"{vocab.name} and {merges.name} in {folder} are not a BPE vocabulary ({e}): "
                                f"copy the tokenizer files that came with the model again.") from None
@@ -225,8 +221,6 @@ def _load_tokenizer(folder: Path) -> "Tokenizer":
 
 def _weight_files(folder: Path) -> dict[str, Path]:
     """GPT-2 tensor name -> the safetensors file that holds it (one file, or shards with an index)."""
-    from safetensors import SafetensorError, safe_open
-
     single, index = folder / HF_WEIGHTS, folder / HF_INDEX
     try:
         if single.is_file():
@@ -246,23 +240,14 @@ def _weight_files(folder: Path) -> dict[str, Path]:
 
 def _expected_shapes(mc: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Our GPT's parameter shapes for mc (both names of the tied embedding/head), without allocating it."""
-    import torch
-
-    from .models.gpt import GPT
-
     with torch.device("meta"):
         return {k: tuple(v.shape) for k, v in GPT(mc).state_dict().items()}
 
 
-def _load_gpt2_weights(folder: Path, files: dict[str, Path], mc: ModelConfig, tokenizer: "Tokenizer",
-                       progress: Progress | None) -> "nn.Module":
+def _load_gpt2_weights(folder: Path, files: dict[str, Path], mc: ModelConfig, tokenizer: Tokenizer,
+                       progress: Progress | None) -> nn.Module:
     """Our GPT holding the folder's weights (fp32). Names, shapes and the vocabulary are all checked
     against config.json and the tokenizer before a tensor is read."""
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    from .models.gpt import GPT
-
     expected = _expected_shapes(mc)
     names: dict[str, str] = {}  # ours -> GPT-2's
     for hf_name in files:
@@ -330,16 +315,11 @@ def _sha256(path: Path) -> str:
 def export_model(run_dir: Path, out: Path, which: str = "best") -> dict[str, Any]:
     """Write a GPT run's checkpoint as a Hugging Face GPT-2 folder (config.json, model.safetensors,
     tokenizer.json, tokenizer_config.json) at out, which must not exist or be empty."""
-    import torch
-    from safetensors.torch import save_file
-
-    from .checkpoint import checkpoint_dir, load_model, read_state
-
     run_dir, out = Path(run_dir), Path(out).expanduser()
     if which not in CHECKPOINTS:
         raise InteropError(f"The {which} checkpoint cannot be exported: GPT-2 in transformers has no int8 layers "
                            f"like ours, so export the fp32 weights with --checkpoint latest or best.")
-    cfg = RunConfig.load(run_dir / "config.toml")
+    cfg = RunConfig.load(RunDir(run_dir).config)
     if cfg.model.kind != "gpt":
         raise InteropError(f"Run {run_dir} is an {cfg.model.kind.upper()}, and only a GPT has a GPT-2 form: "
                            f"export a GPT run.")
@@ -349,7 +329,7 @@ def export_model(run_dir: Path, out: Path, which: str = "best") -> dict[str, Any
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InteropError(f"{out} already exists and is not empty: choose another --out or remove it.")
     model, cfg, tokenizer = load_model(run_dir, which)
-    ckpt = checkpoint_dir(run_dir, which) or checkpoint_dir(run_dir, "latest")
+    ckpt = find(run_dir, which)
     step = read_state(ckpt)["step"] if ckpt else None
     m = cfg.model
     hf_config = {
@@ -391,8 +371,6 @@ def export_model(run_dir: Path, out: Path, which: str = "best") -> dict[str, Any
 
 def parse_init_from(spec: str) -> tuple[Path, str]:
     """'RUN[:latest|best]' -> (the run directory, the checkpoint); best when none is named."""
-    from .runs import resolve_run
-
     name, sep, which = spec.rpartition(":")
     if not sep or which not in CHECKPOINTS:
         name, which = spec, "best"
@@ -404,25 +382,19 @@ def parse_init_from(spec: str) -> tuple[Path, str]:
 def apply_init_from(cfg: RunConfig, spec: str) -> RunConfig:
     """cfg for a new run that starts from spec's weights: the source run's [model] (its dropout aside) and
     tokenizer, with train.init_from = "<source run dir>:<checkpoint>"; the rest of cfg stays."""
-    from .runs import CONFIG_FILE, TOKENIZER_FILE
-
     run_dir, which = parse_init_from(spec)
     _source_checkpoint(run_dir, which)
-    source = RunConfig.load(run_dir / CONFIG_FILE)
-    data = replace(cfg.data, tokenizer=str(run_dir / TOKENIZER_FILE), tokenizer_kind=source.data.tokenizer_kind,
+    source = RunConfig.load(RunDir(run_dir).config)
+    data = replace(cfg.data, tokenizer=str(RunDir(run_dir).tokenizer), tokenizer_kind=source.data.tokenizer_kind,
                    vocab_size=0)
     train = replace(cfg.train, init_from=f"{run_dir}:{which}")
     return RunConfig(model=replace(source.model, dropout=cfg.model.dropout), data=data, train=train).validate()
 
 
-def load_init_weights(model: "nn.Module", cfg: RunConfig, tokenizer: "Tokenizer", device: str = "cpu"
+def load_init_weights(model: nn.Module, cfg: RunConfig, tokenizer: Tokenizer, device: str = "cpu"
                       ) -> dict[str, Any]:
     """Load the weights cfg.train.init_from names into a freshly built model; the provenance for the
     `start` event. The source's shape and tokenizer must be the run's (ConfigError otherwise)."""
-    from .checkpoint import MODEL_FILE, check_model_config, load_weights, read_state
-    from .runs import TOKENIZER_FILE
-    from .tokenizer import Tokenizer
-
     run_dir, which = parse_init_from(cfg.train.init_from)
     ckpt = _source_checkpoint(run_dir, which)
     state = read_state(ckpt)
@@ -431,7 +403,7 @@ def load_init_weights(model: "nn.Module", cfg: RunConfig, tokenizer: "Tokenizer"
     except ConfigError:
         raise ConfigError(f"This run's [model] differs from that of {run_dir}, whose weights it starts from: "
                           f"start a new run with --init-from, which takes the shape from the source.") from None
-    if Tokenizer.load(run_dir / TOKENIZER_FILE).sha256() != tokenizer.sha256():
+    if Tokenizer.load(RunDir(run_dir).tokenizer).sha256() != tokenizer.sha256():
         raise ConfigError(f"This run's tokenizer differs from that of {run_dir}, whose weights it starts from: "
                           f"start a new run with --init-from, which copies the source's tokenizer.")
     load_weights(model, ckpt / MODEL_FILE, device)
@@ -440,9 +412,7 @@ def load_init_weights(model: "nn.Module", cfg: RunConfig, tokenizer: "Tokenizer"
 
 
 def _source_checkpoint(run_dir: Path, which: str) -> Path:
-    from .checkpoint import checkpoint_dir
-
-    ckpt = checkpoint_dir(run_dir, which) or (checkpoint_dir(run_dir, "latest") if which == "best" else None)
+    ckpt = find(run_dir, which)
     if ckpt is None:
         raise ConfigError(f"Run {run_dir} has no {which} checkpoint to start from: train it first, or pick "
                           f"another run.")

@@ -202,10 +202,7 @@ def test_bad_folders_are_refused_in_one_sentence_with_nothing_written(home, gpt2
 
 
 def test_export_refuses_lstm_int8_and_a_used_folder(home, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))
-    from tiny_run import make_tiny_run
+    from benchmarks.tiny_run import make_tiny_run
 
     lstm = make_tiny_run(home, "lstm", kind="lstm")
     gpt = make_tiny_run(home, "gpt")

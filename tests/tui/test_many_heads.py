@@ -8,7 +8,7 @@ from textual.widgets import TabbedContent
 
 from tests.tui.pilot_helpers import wait_for
 from tests.tui.test_generate_inspect import inspect, open_tab
-from tests.tui.tiny_run import make_tiny_run
+from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab
 from tui.widgets.heatmap import HeadGrid
