@@ -17,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 from engine import checkpoint  # noqa: E402
 from engine.errors import ConfigError, InteropError  # noqa: E402
 from engine.interop import export_model, import_model  # noqa: E402
+from engine.runs import list_runs  # noqa: E402
 from tests.hf_gpt2 import TEXT, VOCAB, bpe_tokenizer, save_tiny_gpt2  # noqa: E402
 
 
@@ -45,6 +46,8 @@ def test_imported_gpt2_gives_transformers_logits(home, gpt2_folder, hf_model, tm
             shutil.copy(gpt2_folder / f, folder / f)
         bpe_tokenizer().model.save(str(folder))
     summary = import_model(str(folder), "gpt2-tiny")
+    [info] = list_runs()
+    assert (info.name, info.status, info.params) == ("gpt2-tiny", "imported", summary["params"])
     model, cfg, tok = checkpoint.load_model(home / "checkpoints" / "gpt2-tiny", "best")
     assert (cfg.model.activation, cfg.model.norm_eps, cfg.model.block_size, tok.vocab_size) == ("gelu_tanh", 1e-5,
                                                                                                  128, VOCAB)
