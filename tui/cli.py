@@ -92,8 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--run", help="run name under checkpoints/")
     where.add_argument("--run-dir", help="run directory path")
     tr.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    tr.add_argument("--init-from", metavar="RUN[:latest|best]",
-                    help="start from another run's weights (its shape and tokenizer; a fresh optimizer)")
     tr.add_argument("--detach", action="store_true", help="start in the background and return")
     add_knob_flags(tr, "train")
     tr.add_argument("--json", action="store_true")

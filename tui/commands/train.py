@@ -45,14 +45,14 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
     if args.config:
         cfg = apply_overrides(cfg, load_toml(Path(args.config)))
     cfg = apply_overrides(cfg, flag_overrides(args)).validate()
-    if getattr(args, "init_from", None):
+    if base is None and cfg.train.init_from:  # a new run from another's weights (--init-from or [train])
         shaped = [f"--{d.replace('_', '-')}" for d in INIT_FROM_FIXED if getattr(args, d, None) is not None]
         if shaped:
             raise ConfigError(f"{', '.join(shaped)} cannot be set with --init-from: the shape and tokenizer come "
                               f"from the source run.")
         from engine.interop import apply_init_from
 
-        cfg = apply_init_from(cfg, args.init_from)
+        cfg = apply_init_from(cfg, cfg.train.init_from)
     return cfg
 
 

@@ -65,6 +65,7 @@ class TrainTab(EngineTab):
     def redraw(self, force: bool = False) -> None:
         """The runs table, the Stop/Resume buttons and (paced, unless forced) the monitor."""
         self.monitor.show_runs()
+        self.query_one(TrainForm).set_init_sources(self.follower.runs)
         w = self.follower.followed
         self.query_one("#stop", Button).disabled = w is None or not w.live
         self.query_one("#resume", Button).disabled = w is None or w.live
@@ -90,6 +91,10 @@ class TrainTab(EngineTab):
     def _launch(self, cfg: RunConfig, name: str | None) -> None:
         from engine.runs import create_run, launch  # no torch: the trainer imports it in its own process
 
+        if cfg.train.init_from:
+            from engine.interop import apply_init_from
+
+            cfg = apply_init_from(cfg, cfg.train.init_from)
         run_dir = create_run(cfg, name=name)
         self.post_message(RunLaunched(Path(run_dir), launch(run_dir)))
 

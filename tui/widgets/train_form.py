@@ -40,12 +40,16 @@ def field_for_error(message: str) -> Knob | None:
 
 
 class TrainForm(Vertical):
+    _init_options: list[tuple[str, str]] | None = None  # the init-from choices last shown
     def compose(self) -> ComposeResult:
         saved = self.app.settings.table("train_form")  # type: ignore[attr-defined]
         self._preset = str(saved.get("preset", DEFAULT_PRESET))
         base = preset(self._preset) if self._preset in PRESETS else RunConfig()
         with VerticalScroll(id="train-form"):
             yield Static(id="train-data")
+            with Horizontal(classes="field", id="init-from-row"):
+                yield Label("init from", classes="field-label")
+                yield Select([], prompt="random weights", compact=True, id="init-from")
             for title, section_id, cls in SECTIONS:
                 with Collapsible(title=title, collapsed=False, id=section_id):
                     if cls is ModelConfig:
@@ -84,11 +88,33 @@ class TrainForm(Vertical):
     def _show_data_choice(self, _value: Any = None) -> None:
         app: Any = self.app
         tok = Path(app.tokenizer_path).name if app.tokenizer_path else "char (trained with the run)"
+        if self.init_from:
+            tok = f"shape, tokenizer and weights of {Path(self.init_from).name}"
         self.query_one("#train-data", Static).update(Text(f"corpus: {app.corpus}\ntokenizer: {tok}"))
 
     @property
     def run_name(self) -> str | None:
         return self.query_one("#run-name", Input).value.strip() or None
+
+    @property
+    def init_from(self) -> str:
+        """The run whose weights a new run starts from ("" for random weights)."""
+        value = self.query_one("#init-from", Select).value
+        return "" if value is Select.NULL else str(value)
+
+    def set_init_sources(self, runs: list[Any]) -> None:
+        """The runs (engine.runs.RunInfo) a new run can start from: those with a checkpoint, imported ones
+        included. The choice stays while its run is listed."""
+        select = self.query_one("#init-from", Select)
+        options = [(f"{r.name} · {r.status}", str(r.path)) for r in runs if r.status != "new"]
+        if options == self._init_options:
+            return
+        self._init_options = options
+        current = select.value
+        with select.prevent(Select.Changed):
+            select.set_options(options)
+            if current is not Select.NULL and any(path == current for _, path in options):
+                select.value = current
 
     def _raw(self, k: Knob) -> str:
         w = self.query_one(f"#{field_id(k)}")
@@ -109,6 +135,9 @@ class TrainForm(Vertical):
         values["train"]["min_lr"] = values["train"]["lr"] / 10
         app: Any = self.app
         values["data"] = {"corpus": app.corpus, "tokenizer": app.tokenizer_path, "val_ratio": app.val_ratio}
+        # The source's shape and tokenizer replace the form's when the run is created (in the start worker:
+        # engine.interop loads torch), so the form only records the choice.
+        values["train"]["init_from"] = f"{self.init_from}:best" if self.init_from else ""
         try:
             cfg = apply_overrides(RunConfig(), values)
             validate(cfg)
@@ -136,7 +165,10 @@ class TrainForm(Vertical):
             self.validate()
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "preset" and event.value != self._preset and event.value in PRESETS:
+        if event.select.id == "init-from":
+            self._show_data_choice()
+            self.validate()
+        elif event.select.id == "preset" and event.value != self._preset and event.value in PRESETS:
             self._apply_preset(str(event.value))
         elif event.select.id and event.select.id.startswith("f-"):
             self.validate()
