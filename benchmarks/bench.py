@@ -1,6 +1,6 @@
 """The performance table: every row a ratio measured in this run, on this machine.
 
-    python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory] [--threads N] [--json]
+    python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory,gpt2] [--threads N] [--json]
 
 Prints one table and writes benchmarks/results.json. Absolute numbers drift on a shared machine; each row
 compares two things measured back to back (interleaved or sandwiched where the row allows), so its ratio
@@ -19,6 +19,9 @@ Rows (docs/PERFORMANCE.md explains each, with the last full table):
 - ui: tokens/s of a run watched by the TUI vs headless; time to the TUI's first frame vs `python -c pass`;
   tokens/s shown in the Generate tab vs the CLI.
 - memory: peak RSS of the medium training process vs its parameter + optimizer bytes.
+- gpt2: a random-weight GPT-2 124M (transformers' GPT2Config(), needs the test extra): `smallgpt import`
+  time, greedy decode tokens/s ours vs transformers' generate (KV cache, one thread each), our int8 vs
+  fp32, and peak RSS while generating vs its fp32 weight bytes.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ training_process_settings()
 import torch  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results.json"
-ROW_GROUPS = ("train", "quality", "decode", "int8", "ui", "memory")
+ROW_GROUPS = ("train", "quality", "decode", "int8", "ui", "memory", "gpt2")
 MB = 1 << 20
 
 
@@ -103,10 +106,10 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     fn()
-    return max(time.perf_counter() - t0, 1e-9)
+    return max(clock() - t0, 1e-9)
 
 
 # --- shared set-up: corpus, tokenizer, the medium run -----------------------------------------------
@@ -362,7 +365,7 @@ class _NoEOS:
         return self.tokenizer.decode(ids)
 
 
-def decode_cached(model: Any, tokenizer: Any, n: int) -> float:
+def decode_cached(model: Any, tokenizer: Any, n: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """tokens/s of the sampler (greedy, KV cache, sliding window) generating n tokens after a newline."""
     from engine.sampler import SamplingConfig, generate
 
@@ -373,7 +376,7 @@ def decode_cached(model: Any, tokenizer: Any, n: int) -> float:
         nonlocal count
         count = sum(1 for _ in generate(model, _NoEOS(tokenizer), "\n", cfg))
 
-    seconds = _timed(run)
+    seconds = _timed(run, clock)
     assert count == n, f"decoded {count} of {n} tokens"
     return n / seconds
 
@@ -463,6 +466,119 @@ def rows_int8(b: Bench) -> list[Row]:
     ]
 
 
+# --- rows: GPT-2 124M (issue 17) ---------------------------------------------------------------------
+def gpt2_folder(path: Path) -> Path:
+    """A random-weight GPT-2 124M (transformers' default GPT2Config()) saved as `huggingface-cli download
+    gpt2` would leave it, built offline: the tokenizer is a synthetic byte-level BPE of GPT-2's 50,257
+    tokens (<|endoftext|> last), as speed and memory do not depend on what the merges are."""
+    import transformers
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+    from engine.tokenizer import _unicode_to_byte
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config()
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    base = sorted(_unicode_to_byte())
+    vocab = {c: i for i, c in enumerate(base)}
+    merges = [(a, b) for a in base for b in base][:config.vocab_size - 1 - len(base)]  # two-byte tokens
+    vocab.update({a + b: len(base) + i for i, (a, b) in enumerate(merges)})
+    vocab["<|endoftext|>"] = len(vocab)
+    tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens(["<|endoftext|>"])
+    tk.save(str(path / "tokenizer.json"))
+    return path
+
+
+def decode_transformers(model: Any, n: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """tokens/s of transformers' generate: greedy, KV cache, batch 1, n new tokens after one token, on
+    one thread like the sampler's decode steps."""
+    from engine.sampler import torch_threads
+
+    ids = torch.tensor([[198]])
+    with torch.inference_mode(), torch_threads(1):
+        seconds = _timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                                max_new_tokens=n, min_new_tokens=n, use_cache=True,
+                                                pad_token_id=0), clock)
+    return n / seconds
+
+
+def gemv_rate(mb: int = 512) -> float:
+    """GB/s one thread's fp32 matrix-vector product reads from memory at best (an [in, out] weight far
+    larger than the caches, the faster layout for MKL), CPU time: a decode step reads every weight once."""
+    from engine.sampler import torch_threads
+
+    w = torch.ones(3072, (mb * MB) // (3072 * 4))  # rows as long as GPT-2's MLP: the fastest measured
+    x = torch.ones(1, 3072)
+    with torch_threads(1):
+        return max(w.numel() * 4 / 1e9 / _timed(lambda: x @ w, time.thread_time) for _ in range(3))
+
+
+GPT2_RSS = """
+import json, sys
+from engine.checkpoint import load_model
+from engine.sampler import SamplingConfig, generate
+model, _, tok = load_model(sys.argv[1], "latest")
+def hwm():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+loaded = hwm()
+with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+    f.write("5")
+n = sum(1 for _ in generate(model, tok, "Hello", SamplingConfig(max_new_tokens=int(sys.argv[2]), temperature=0)))
+print(json.dumps({"load_peak": loaded, "generate_peak": hwm(), "tokens": n}))
+"""
+
+
+def rows_gpt2(b: Bench) -> list[Row]:
+    import transformers
+
+    from engine.checkpoint import load_model
+    from engine.interop import import_model
+    from engine.quantize import quantize_model
+
+    folder = gpt2_folder(b.home / "gpt2-random")
+    t0 = time.perf_counter()
+    summary = import_model(str(folder), "gpt2-random")
+    imported = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    hf_load = time.perf_counter() - t0
+    fp32, _, tok = load_model(summary["path"], "latest")
+    int8 = quantize_model(load_model(summary["path"], "latest")[0])
+    n = b.s.decode_tokens
+    decode_cached(fp32, tok, 8)  # warm-up
+    decode_cached(int8, tok, 8)
+    decode_transformers(hf, 8)
+    # Every side decodes on one thread, so the CPU time of this thread is its work alone: on a shared
+    # machine, wall time would also measure the neighbours.
+    cpu = time.thread_time
+    r = best_of({"ours": lambda: decode_cached(fp32, tok, n, cpu), "hf": lambda: decode_transformers(hf, n, cpu),
+                 "int8": lambda: decode_cached(int8, tok, n, cpu)}, repeats=2)
+    weight_bytes = summary["params"] * 4
+    floor = weight_bytes / 1e9 / gemv_rate()  # seconds a token must take to read the fp32 weights once
+    out = subprocess.run([sys.executable, "-c", GPT2_RSS, summary["path"], str(n)], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    rss = json.loads(out.stdout.strip().splitlines()[-1])
+    limit = weight_bytes * 1.3 + 400 * MB
+    params = f"{summary['params'] / 1e6:.1f}M params"
+    return [
+        Row("import GPT-2 124M (s), ours vs transformers from_pretrained", imported, hf_load, "s", "", None,
+            f"ours: folder -> run dir (checks, sha256, atomic write); theirs: folder -> model in memory; {params}"),
+        Row("decode tokens/s GPT-2 124M, ours vs transformers", r["ours"], r["hf"], "tok/s", ">= 1.3x",
+            r["ours"] / r["hf"] >= 1.3, f"{n} new tokens, batch 1, fp32, greedy, KV cache both, 1 thread both, "
+            f"per CPU second; reading the fp32 weights once a token "
+            f"at the best one-thread GEMV rate caps any decoder at {1 / floor:.1f} tok/s, so at most "
+            f"{r['hf'] and 1 / floor / r['hf']:.2f}x"),
+        Row("int8 decode tokens/s GPT-2 124M", r["int8"], r["ours"], "tok/s", ">= 1.3x", r["int8"] / r["ours"] >= 1.3,
+            f"{n} new tokens, batch 1, per CPU second"),
+        Row("peak RSS generating GPT-2 124M", rss["generate_peak"] / MB, limit / MB, "MB",
+            "<= fp32 weights x 1.3 + 400 MB", rss["generate_peak"] <= limit,
+            f"{n} tokens, own process; weights {weight_bytes / MB:.0f} MB; load peak {rss['load_peak'] / MB:.0f} MB"),
+    ]
+
+
 # --- rows: UI ---------------------------------------------------------------------------------------
 FIRST_FRAME = """
 import sys
@@ -545,7 +661,7 @@ def rows_memory(b: Bench) -> list[Row]:
 
 ROWS: dict[str, Callable[[Bench], list[Row]]] = {"train": rows_train, "quality": rows_quality,
                                                  "decode": rows_decode, "int8": rows_int8, "ui": rows_ui,
-                                                 "memory": rows_memory}
+                                                 "memory": rows_memory, "gpt2": rows_gpt2}
 
 
 # --- output -----------------------------------------------------------------------------------------

@@ -149,8 +149,8 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
 
 
 def check_model_config(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
-    """ConfigError naming the changed [model] fields, if any. A field newer than the checkpoint counts as
-    its default."""
+    """ConfigError naming the changed [model] fields, if any. A field the saved config lacks (a checkpoint
+    older than the field) counts as its default."""
     saved = {**asdict(ModelConfig()), **saved}
     changed = [f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
                if saved.get(k) != current.get(k) and k != "dropout"]  # dropout only shapes training noise
@@ -215,6 +215,15 @@ def parse_init_from(spec: str) -> tuple[Path, str]:
     """"RUN[:latest|best]" -> (the run directory, the checkpoint; best by default)."""
     name, _, which = spec.rpartition(":")
     return (resolve_run(name), which) if which in ("best", "latest") else (resolve_run(spec), "best")
+
+
+def init_source(init_from: str) -> dict[str, Any]:
+    """The provenance of a run's starting weights for its start event: the base's run dir, checkpoint, step
+    and (an imported base) its import record."""
+    base_dir, which = parse_init_from(init_from)
+    ckpt = find(base_dir, which)
+    state = read_state(ckpt) if ckpt is not None else {}
+    return {"run": str(base_dir), "checkpoint": which, "step": state.get("step"), "import": state.get("import")}
 
 
 def load_base(model: nn.Module, init_from: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 
 MODEL_KINDS = ("gpt", "lstm")
+ACTIVATIONS = ("gelu", "gelu_tanh")  # exact GELU; GPT-2's tanh approximation (imported GPT-2 weights need it)
 TOKENIZER_KINDS = ("char", "word", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -150,6 +151,10 @@ class ModelConfig:
     bias: bool = knob(True, "biases in the linear layers and LayerNorms")
     n_classes: int = knob(0, "> 0: a classifier (its head on the last real token); set by smallgpt finetune",
                           bounds="[0, inf)")
+    activation: str = knob("gelu", "the GPT's MLP activation (gelu_tanh: GPT-2's tanh approximation)",
+                           choices=ACTIVATIONS)
+    norm_eps: float = knob(1e-5, "the GPT's LayerNorm epsilon (a GPT-2 config.json carries its own)",
+                           bounds="(0, 1)")
 
 
 @dataclass
@@ -200,7 +205,9 @@ class TaskConfig:
     TABLE: ClassVar[str] = "task"
     kind: str = knob("lm", "lm | classify | instruct; data.corpus names the task's data", choices=TASK_KINDS,
                      label="task")
-    init_from: str = knob("", "RUN[:latest|best] the weights start from; empty: random init", label="from")
+    init_from: str = knob("", "RUN[:latest|best] the weights start from (its shape and tokenizer, a fresh optimizer; "
+                              "with task lm: continued pretraining); empty: random init", commands=TRAIN,
+                          label="from")
     train: str = knob("", "base weights to train: all | head | last-N (classify default: last-1)",
                       commands=FINETUNE, label="train")
     text_col: str = knob("", "classification CSV/TSV text column (name or 0-based number)", commands=FINETUNE,

@@ -27,3 +27,7 @@ class CheckpointError(SmallGPTError):
 
 class RunError(SmallGPTError):
     pass
+
+
+class InteropError(SmallGPTError):
+    """A model folder (Hugging Face format) that cannot be imported, or a run that cannot be exported."""

@@ -119,7 +119,8 @@ class Start(Event):
     world_size: int = 1
     tokens_per_step: int = 0
     task: str = "lm"  # engine.tasks: lm | classify | instruct
-    init_from: str = ""  # the run the weights started from ("" = random init)
+    init_from: str = ""  # task.init_from, the run the weights started from ("" = random init)
+    init_source: dict[str, Any] | None = None  # checkpoint.load_base: its run dir, checkpoint, step, import
     trainable: dict[str, Any] = field(default_factory=dict)  # engine.lora.trainable_counts
     labels: list[str] = field(default_factory=list)  # classify
     template: str = ""  # instruct
@@ -189,8 +190,20 @@ class Error(Event):
     message: str = ""
 
 
+@dataclass
+class Import(Event):
+    """The provenance of a run made by engine.interop.import_model (its only event until trained)."""
+    source: str = ""  # the folder, or hub:<name>
+    folder: str = ""
+    weights: list[str] = field(default_factory=list)
+    sha256: dict[str, str] = field(default_factory=dict)
+    architecture: str = ""
+    params: dict[str, int] = field(default_factory=dict)
+
+
 KINDS: dict[str, type[Event]] = {"start": Start, "step": Step, "eval": Eval, "sample": Sample, "heads": Heads,
-                                 "checkpoint": Checkpoint, "done": Done, "report": Report, "error": Error}
+                                 "checkpoint": Checkpoint, "done": Done, "report": Report, "error": Error,
+                                 "import": Import}
 _FIELDS = {kind: {f.name for f in fields(cls)} for kind, cls in KINDS.items()}
 
 
@@ -231,6 +244,7 @@ class RunState:
     lr: float | None = None
     tokens_per_s: float | None = None
     sample: str = ""
+    imported: bool = False  # made by `smallgpt import` (an import event)
     ended: str = ""  # since the last start: "" while it may go on, else the done reason or "error"
     error: str = ""  # the message of an error since the last start
     # (time, step) of the first and latest step event since the last start: the rate for the ETA,
@@ -271,6 +285,9 @@ class RunState:
                 self.ended = str(e.reason or "done")
             elif isinstance(e, Error):
                 self.ended, self.error = "error", str(e.message or "")
+            elif isinstance(e, Import):
+                self.imported = True
+                self.params = e.params.get("total") if isinstance(e.params, dict) else None
             else:
                 continue
             self.step = max(self.step, e.step)
@@ -283,11 +300,11 @@ class RunState:
 
     def status(self, running: bool) -> str:
         """running (the lock is held) | failed | finished (done at max_steps) | stopped (done when asked,
-        or killed without a word) | new (never started)."""
+        or killed without a word) | imported (by `smallgpt import`, never trained) | new (never started)."""
         if running:
             return "running"
         if self.started is None:
-            return "new"
+            return "imported" if self.imported else "new"
         if self.ended == "error":
             return "failed"
         return "finished" if self.ended == "max_steps" else "stopped"

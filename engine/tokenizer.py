@@ -8,7 +8,8 @@ The kind is read back from the JSON's structure, so any tokenizer.json loads (a 
         vocabulary comes back as <|unk|> (the only loss).
   bpe   byte-level BPE (GPT-2 style): every byte is in the base vocabulary, so decode(encode(x)) == x for any
         UTF-8 text, characters never seen in training included; there is no <|unk|>.
-Special tokens: <|endoftext|> (id 0) and <|pad|> (id 1), then <|unk|> (id 2) for char and word.
+Special tokens: <|endoftext|> (id 0) and <|pad|> (id 1), then <|unk|> (id 2) for char and word. A tokenizer
+made elsewhere needs only <|endoftext|>: GPT-2's (id 50256, no pad token) loads as it is.
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ class Tokenizer:
         self.kind = _infer_kind(json.loads(hf.to_str()))
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
         self.eos_id = self._special_id(SPECIAL_TOKENS[0])
-        self.pad_id = self._special_id(SPECIAL_TOKENS[1])
+        self.pad_id: int | None = hf.token_to_id(SPECIAL_TOKENS[1])  # None in GPT-2's: nothing requires it
         self.unk_id: int | None = hf.token_to_id(UNK_TOKEN)
         # Set by train_tokenizer: report() on the held-out tail of the corpus it was trained on.
         self.training_report: dict | None = None
         self._byte_decoder = _unicode_to_byte() if self.kind == "bpe" else None
+        # Added tokens (ours, or a foreign tokenizer's) are whole strings, not byte-level pieces.
+        self._added = {t.content for t in hf.get_added_tokens_decoder().values()}
 
     def _special_id(self, token: str) -> int:
         i = self._tk.token_to_id(token)
@@ -78,7 +81,7 @@ class Tokenizer:
         token = self._tk.id_to_token(i)
         if token is None:
             raise TokenizerError(f"Token id {i} is outside this tokenizer's vocabulary of {self.vocab_size}.")
-        if self._byte_decoder is None or token in SPECIAL_TOKENS:
+        if self._byte_decoder is None or token in self._added:
             return token
         raw = bytes(self._byte_decoder[c] for c in token)
         try:

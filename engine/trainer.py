@@ -245,7 +245,9 @@ class _Trainer:
         self.emit("start", config=cfg.to_dict(), params=self.params, device=device, dtype=self.dtype,
                   resumed_from=self.step if state is not None else None, world_size=dist.world_size,
                   tokens_per_step=t.batch_size * cfg.model.block_size * t.grad_accum * dist.world_size,
-                  task=cfg.task.kind, init_from=cfg.task.init_from, trainable=trainable, **self.task.start_fields())
+                  task=cfg.task.kind, init_from=cfg.task.init_from,
+                  init_source=ckpt.init_source(cfg.task.init_from) if cfg.task.init_from and state is None else None,
+                  trainable=trainable, **self.task.start_fields())
         log.info("start: step %d/%d, %s params (%d trainable), %s %s%s", self.step, t.max_steps, self.params,
                  trainable["trainable"], device, self.dtype, " (resumed)" if state is not None else "")
         self.net = self._wrap(self.model)

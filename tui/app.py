@@ -160,11 +160,23 @@ class SmallGPTApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.key_sections()))
 
+    def action_import_model(self) -> None:
+        from tui.import_screen import ImportScreen, describe
+
+        def done(summary: dict | None) -> None:
+            if summary:
+                self.active_run = summary["path"]  # Generate and Inspect default to it
+                self.notify(describe(summary), title="Import")
+
+        self.push_screen(ImportScreen(), done)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for pane, title, _ in TABS:
             yield SystemCommand(f"Go to {title}", f"Show the {title} tab", partial(self.action_show_tab, pane))
         yield SystemCommand("Keys", "List every key (? or F1)", self.action_help)
+        yield SystemCommand("Import a model folder", "GPT-2 in Hugging Face format becomes a run",
+                            self.action_import_model)
         # Every key a tab declares is also a command, so nothing is reachable only by a key.
         for pane, title, _ in TABS:
             widget = self.tab_widget(pane)

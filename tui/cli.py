@@ -120,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--head", type=int, default=0)
     i.add_argument("--json", action="store_true")
 
+    m = sub.add_parser("import", help="import a GPT-2 model folder (Hugging Face format) as a run")
+    m.add_argument("src", help="a folder with config.json, model.safetensors and the tokenizer files "
+                               "(or a hub name, with huggingface_hub and a network)")
+    m.add_argument("--run", help="run name under checkpoints/ (default: the folder's name)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(module="interop")
+    x = sub.add_parser("export", help="write a GPT run as a Hugging Face GPT-2 folder")
+    x.add_argument("run")
+    x.add_argument("--format", choices=["hf"], required=True)
+    x.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    x.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(module="interop")
     _add_finetune_verbs(sub)
 
     r = sub.add_parser("runs", help="list, stop or tail runs")
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False, highlight=False)
     err = Console(stderr=True, highlight=False)
     try:
-        module = importlib.import_module(f"tui.commands.{args.verb}")
+        module = importlib.import_module(f"tui.commands.{getattr(args, 'module', args.verb)}")
         return module.run(args, console) or 0
     except SmallGPTError as e:
         log.exception("smallgpt %s failed", args.verb)

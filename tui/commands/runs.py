@@ -14,7 +14,8 @@ from rich.table import Table
 from engine import runs
 from engine.events import Start, parse_event
 
-_STATUS_STYLE = {"running": "green", "finished": "bold", "failed": "red", "stopped": "yellow", "new": "dim"}
+_STATUS_STYLE = {"running": "green", "finished": "bold", "failed": "red", "stopped": "yellow", "new": "dim",
+                 "imported": "magenta"}
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -21,6 +21,9 @@ from engine.process import training_process_settings
 from engine.rundir import RunDir
 from tui.cli import knob_overrides
 
+# Taken from the --init-from run, so not settable alongside it.
+INIT_FROM_FIXED = ("tokenizer", "tokenizer_kind", "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     out = knob_overrides(args, "train")
@@ -41,7 +44,13 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
             cfg = apply_overrides(cfg, PRESETS[args.preset])
     if args.config:
         cfg = apply_overrides(cfg, load_toml(Path(args.config)))
-    return apply_overrides(cfg, flag_overrides(args)).validate()
+    cfg = apply_overrides(cfg, flag_overrides(args)).validate()
+    if base is None and cfg.task.init_from:  # a new run from another's weights (--init-from or [task])
+        shaped = [f"--{d.replace('_', '-')}" for d in INIT_FROM_FIXED if getattr(args, d, None) is not None]
+        if shaped:
+            raise ConfigError(f"{', '.join(shaped)} cannot be set with --init-from: the shape and tokenizer come "
+                              f"from the source run.")
+    return cfg
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -49,6 +58,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     out = Console(stderr=True, highlight=False) if args.json else console
     run_dir = Path(args.run_dir).expanduser() if args.run_dir else runs.run_path(args.run) if args.run else None
     if args.resume:
+        if args.init_from:
+            raise ConfigError("--resume and --init-from do not go together: --init-from starts a new run.")
         if run_dir is None:
             raise ConfigError("--resume needs the run to continue: pass --run NAME or --run-dir DIR.")
         run_dir = runs.resolve_run(run_dir if args.run_dir else args.run)
@@ -63,7 +74,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         cfg = resolve_config(args)
         with out.status("preparing the run (tokenizer)..."):
-            run_dir = runs.create_run(cfg, name=args.run, run_dir=run_dir)
+            if cfg.task.init_from:  # the base's shape and tokenizer (engine.finetune; imports torch)
+                from engine.finetune import create_finetune_run
+
+                run_dir = create_finetune_run(cfg, name=args.run, run_dir=run_dir)
+            else:
+                run_dir = runs.create_run(cfg, name=args.run, run_dir=run_dir)
         cfg = RunConfig.load(RunDir(run_dir).config)
     out.print(f"[bold]run[/] {escape(str(run_dir))}")
     out.print(escape(dumps_toml(cfg.to_dict()).rstrip()), style="dim")
@@ -119,6 +135,9 @@ class _TrainProgress:
         kind, step = e["event"], e["step"]
         if isinstance(start := parse_event(e), Start):
             resumed = f", resumed from step {start.resumed_from}" if start.resumed_from is not None else ""
+            if start.init_source:
+                init = start.init_source
+                resumed += f", starting from {Path(init['run']).name}:{init['checkpoint']} (its step {init['step']})"
             self.console.print(f"{start.total_params:,} parameters on {start.device} ({start.dtype}){resumed}")
             self.progress.update(self.task, completed=step, description="train")
         elif kind == "step":

@@ -189,7 +189,7 @@ class TokenizerTab(EngineTab):
             status.append(f"\n{report['chars_per_token']:.2f} chars/token, unknown {report['unk_rate']:.2%}"
                           " on held-out text")
         self.query_one("#tok-status", Static).update(status)
-        special = [(tokenizer.id_to_token(i), i) for i in (tokenizer.eos_id, tokenizer.pad_id)]
+        special = [(tokenizer.id_to_token(i), i) for i in (tokenizer.eos_id, tokenizer.pad_id) if i is not None]
         self.query_one("#tok-special", Static).update(
             Text("special: " + "  ".join(f"{t} = {i}" for t, i in special)))
         self.vocab = [(i, tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)]

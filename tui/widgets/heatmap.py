@@ -108,8 +108,8 @@ class Heatmap(Widget, can_focus=True):
 class HeadGrid(Widget, can_focus=True):
     """The overview: every layer x head as a mini heatmap labelled with its badge; one cell is selected.
 
-    The cell size follows the widget's size; when even the smallest cells do not fit, the grid pans to
-    keep the selected cell in view.
+    The cell size follows the widget's size; when even the smallest cells do not fit (GPT-2's 12 x 12 at
+    80x24), the grid pans to keep the selected cell in view and its last line says which part is shown.
     """
 
     DEFAULT_CSS = """
@@ -165,5 +165,9 @@ class HeadGrid(Widget, can_focus=True):
                     out.append_text(mini[k])
                     out.append(" ")
                 out.append("\n")
+        if vis_layers < n_layers or vis_heads < n_heads:
+            last_l, last_h = min(n_layers, l0 + vis_layers) - 1, min(n_heads, h0 + vis_heads) - 1
+            out.append(f"layers {l0}-{last_l} of {n_layers}, heads {h0}-{last_h} of {n_heads}: arrows pan",
+                       style="dim")
         out.rstrip()
         return out

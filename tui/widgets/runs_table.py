@@ -12,7 +12,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
-STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red", "stopped": "yellow", "new": "dim"}
+STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red", "stopped": "yellow", "new": "dim",
+                "imported": "magenta"}
 
 
 def human_count(n: int | None) -> str:

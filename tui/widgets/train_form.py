@@ -151,7 +151,9 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         from engine.runs import list_runs
 
         runs = sorted(list_runs(), key=lambda r: r.started or 0.0, reverse=True)
-        self.post_message(BaseRuns([(f"{r.name}:{c}", f"{r.path}:{c}") for r in runs for c in ("best", "latest")]))
+        # Any run with a checkpoint can be a base, imported ones (a GPT-2 folder, `smallgpt import`) included.
+        self.post_message(BaseRuns([(f"{r.name}:{c}", f"{r.path}:{c}") for r in runs if r.status != "new"
+                                    for c in ("best", "latest")]))
 
     def on_base_runs(self, message: BaseRuns) -> None:
         select = self.query_one(f"#{field_id(KNOB['task.init_from'])}", Select)
@@ -220,6 +222,8 @@ class TrainForm(ReportsWorkerErrors, Vertical):
     def _show_data_choice(self, _value: Any = None) -> None:
         app: Any = self.app
         tok = Path(app.tokenizer_path).name if app.tokenizer_path else "char (trained with the run)"
+        if base := self._raw(KNOB["task.init_from"]):  # engine.finetune takes the base's shape and tokenizer
+            tok = f"shape, tokenizer and weights of {Path(base).name}"
         self.query_one("#train-data", Static).update(Text(f"corpus: {app.corpus}\ntokenizer: {tok}"))
 
     @property
@@ -308,6 +312,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
                 if event.value == "lora" and rank.value.strip() in ("", "0"):
                     rank.value = "8"  # engine.lora's usual rank: a LoRA choice works as it comes
                 self._show_task_fields()
+                self._show_data_choice()
                 if self.fine_tune and (not was_fine_tune or select_id == "f-task-train"):
                     self._apply_recipe()
                 elif not self.fine_tune and was_fine_tune:
