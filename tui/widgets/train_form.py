@@ -151,9 +151,8 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         from engine.runs import list_runs
 
         runs = sorted(list_runs(), key=lambda r: r.started or 0.0, reverse=True)
-        # Any run with a checkpoint can be a base, imported ones (a GPT-2 folder, `smallgpt import`) included.
-        self.post_message(BaseRuns([(f"{r.name}:{c}", f"{r.path}:{c}") for r in runs if r.status != "new"
-                                    for c in ("best", "latest")]))
+        # Imported runs (`smallgpt import`, a GPT-2 folder) are bases like any other.
+        self.post_message(BaseRuns([(f"{r.name}:{c}", f"{r.path}:{c}") for r in runs for c in ("best", "latest")]))
 
     def on_base_runs(self, message: BaseRuns) -> None:
         select = self.query_one(f"#{field_id(KNOB['task.init_from'])}", Select)
