@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -80,6 +81,8 @@ def serve(run_dir: Path, checkpoint: str = "best", host: str = "127.0.0.1", port
             on_ready(info)
         config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=GRACE_S,
                                 lifespan="off")
+        # uvicorn re-raises the signal that stopped it once it is done; as a no-op, so this cleanup runs.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         if batcher is not None:
