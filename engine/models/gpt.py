@@ -278,7 +278,9 @@ class KVCache:
 # MKL's fp32 GEMV streams a wide Linear's weight about twice as fast from an [in, out] copy (long rows) as
 # from the stored [out, in] layout (short rows). Inside `cpu_decode(cache)` every fp32 `Linear` wider out
 # than in multiplies by such a copy, made once per KV cache; everywhere else `Linear` is nn.Linear (and
-# the quantizer swaps it like one).
+# the quantizer swaps it like one). With several rows (batched serving, x [B, 1, in]) every Linear does:
+# for B = 4 the [in, out] product took 200-285 us against 290-355 for nn.Linear (384 -> 1536), 208 against
+# 330 (1536 -> 384).
 _gemv_weights: ContextVar[dict[nn.Module, Tensor] | None] = ContextVar("gemv_weights", default=None)
 
 
@@ -294,7 +296,8 @@ def cpu_decode(cache: KVCache) -> Iterator[None]:
 class Linear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         copies = _gemv_weights.get()
-        if copies is None or self.out_features <= self.in_features or self.weight.dtype != torch.float32:
+        if (copies is None or self.weight.dtype != torch.float32
+                or (self.out_features <= self.in_features and x.size(0) == 1)):
             return F.linear(x, self.weight, self.bias)
         w_t = copies.get(self)
         if w_t is None:
