@@ -84,13 +84,15 @@ def create_app(served: Served) -> FastAPI:
         log.error("%s %s failed", request.method, request.url.path, exc_info=e)
         return _error(500, "Internal error: the server's log (logs/smallgpt.log) has the details.", "server_error")
 
-    @app.get("/healthz")
+    authorized = [Depends(_authorize(served.api_key))]
+
+    @app.get("/healthz", dependencies=authorized)
     async def healthz() -> dict[str, Any]:
         b = served.batcher
         return {"status": "ok", "model": served.model_id, "live": len(b.live), "waiting": len(b.waiting),
                 "steps": b.steps}
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorize(served.api_key))])
+    v1 = APIRouter(prefix="/v1", dependencies=authorized)
 
     @v1.get("/models")
     async def models() -> dict[str, Any]:
@@ -242,7 +244,7 @@ async def _respond(served: Served, request: Request, data: dict[str, Any], promp
     queue: asyncio.Queue[tuple[list[Any], str]] = asyncio.Queue()
     gen = Generation(prompt, cfg, lambda tokens, finish: loop.call_soon_threadsafe(queue.put_nowait, (tokens, finish)))
     try:
-        served.batcher.submit(gen)
+        await asyncio.to_thread(served.batcher.submit, gen)  # it tokenizes the prompt: off the event loop
     except QueueFull as e:
         raise APIError(429, str(e), code="queue_full", kind="rate_limit_error", headers={"Retry-After": "1"}) from None
     watcher = asyncio.create_task(_cancel_on_disconnect(request, gen))

@@ -77,8 +77,9 @@ def expected(engine_model, prompt: str, cfg: SamplingConfig) -> tuple[str, int]:
 def test_models_and_health(served):
     run_dir, info = served
     assert [m.id for m in client(info).models.list().data] == [run_dir.name]
-    status, _, body = raw(info, "GET", "/healthz", headers={"Authorization": ""})
+    status, _, body = raw(info, "GET", "/healthz")
     assert status == 200 and body["status"] == "ok"
+    assert raw(info, "GET", "/healthz", headers={"Authorization": ""})[0] == 401
     assert runs.run_info(run_dir).serving == info["url"]
 
 
