@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         else:
             console.print(f"serving [bold]{escape(run_dir.name)}[/] ({args.checkpoint}) at "
                           f"[bold]{escape(info['url'])}[/] (pid {info['pid']})"
-                          + ("" if args.detach else "; ctrl+c stops"))
+                          + ("; ctrl+c stops" if sys.stdout.isatty() and not args.detach else ""))
 
     if args.detach:
         if api_key:
