@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,10 @@ def serve(run_dir: Path, checkpoint: str = "best", host: str = "127.0.0.1", port
 
     run_dir = Path(run_dir).resolve()
     check_host(host, api_key)
+    # The batcher's thread gives up the GIL in every torch op and must win it back from the event loop's
+    # thread (writing chunks): a 0.5 ms switch interval instead of 5 ms. 4 streams of `medium`: 77 and 77
+    # against 61 and 64 tok/s in alternating runs on a loaded 2-core machine.
+    sys.setswitchinterval(0.0005)
     rd = RunDir(run_dir)
     lock = take_lock(rd.serve_lock)
     if lock is None:
