@@ -530,22 +530,14 @@ def rows_ui(b: Bench) -> list[Row]:
 
 # --- rows: serve ------------------------------------------------------------------------------------
 def serve_run(b: Bench, name: str) -> Path:
-    """A run of the preset with random weights (speed does not depend on training) whose end-of-text is
-    pushed out of reach, so every stream runs the full max_tokens."""
-    from engine import checkpoint
-    from engine.models import build_model
-    from engine.runs import create_run
+    """A run of the preset's shape with random weights (speed does not depend on training) whose
+    end-of-text is out of reach, so every stream runs its full max_tokens (benchmarks/tiny_run.py)."""
+    from engine.config import preset
+    from benchmarks.tiny_run import make_tiny_run
 
-    cfg = b.config(name)
-    run_dir = create_run(cfg, name=f"bench-serve-{name}")
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    with torch.no_grad():  # the EOS logit down by 30 (other logits move a little; speed is all that counts)
-        w = model.lm_head.weight[b.data[0].eos_id]
-        model.transformer.ln_f.bias -= 30.0 * w / w.dot(w)
-    state = {"step": 0, "model_config": cfg.to_dict()["model"]}
-    checkpoint.save_checkpoint(run_dir, "latest", model, None, state)
-    return run_dir
+    m = preset(name).model
+    return make_tiny_run(b.home, name=f"bench-serve-{name}",
+                         model={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "mlp_ratio")})
 
 
 def stream_completion(info: dict[str, Any], tokens: int, seed: int) -> dict[str, float]:

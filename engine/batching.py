@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from .errors import SmallGPTError
-from .sampler import GeneratedToken, SamplingConfig, Sequence, torch_threads, window
+from .process import torch_threads
+from .sampler import GeneratedToken, SamplingConfig, Sequence, window
 
 log = logging.getLogger(__name__)
 

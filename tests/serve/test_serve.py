@@ -19,12 +19,11 @@ import openai
 import pytest
 
 from engine import runs
+from engine.rundir import RunDir
 from engine.sampler import SamplingConfig, generate
+from benchmarks.tiny_run import make_tiny_run
 from serve import server
 from serve.chat import chat_prompt
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tui"))
-from tiny_run import make_tiny_run  # noqa: E402  (tests/ holds no packages)
 
 KEY = "test-key-123"
 ROWS, QUEUE = 4, 2
@@ -303,7 +302,7 @@ def test_sigterm_drains_a_stream_then_exits(served):
     rest = list(stream)  # the openai client stops at [DONE]
     stopper.join(60)
     assert (rest or [first])[-1].choices[0].finish_reason == "length"
-    assert runs.server_info(run_dir) is None and not (run_dir / runs.SERVE_FILE).exists()
+    assert runs.server_info(run_dir) is None and not RunDir(run_dir).serve_record.exists()
     stat = Path(f"/proc/{info['pid']}/stat")  # exits: gone, or a zombie until this process reaps it
     deadline = time.monotonic() + 30
     while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
