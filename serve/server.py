@@ -127,3 +127,21 @@ def launch(run_dir: Path, args: list[str], wait: float = 120.0) -> dict:
             raise RunError(f"The server of {run_dir.name} stopped at once: {last}")
         time.sleep(0.05)
     raise RunError(f"The server of {run_dir.name} did not start within {wait:.0f} s: see {log_path}.")
+
+
+DEFAULT_PORT = 8000
+
+
+def serve_in_background(run_dir: Path, checkpoint: str = "best") -> dict:
+    """The TUI's "Serve this run": the run's live server if it has one, else a detached one on
+    127.0.0.1:8000 (or a free port when 8000 is taken); its address record."""
+    info = server_info(run_dir)
+    if info is not None:
+        return info
+    try:
+        _bind("127.0.0.1", DEFAULT_PORT).close()
+        port = DEFAULT_PORT
+    except RunError:
+        port = 0
+    return launch(run_dir, ["--checkpoint", checkpoint, "--port", str(port)])
+
