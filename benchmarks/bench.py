@@ -1,6 +1,6 @@
 """The performance table: every row a ratio measured in this run, on this machine.
 
-    python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory,gpt2] [--threads N] [--json]
+    python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory,gpt2,serve] [--threads N] [--json]
 
 Prints one table and writes benchmarks/results.json. Absolute numbers drift on a shared machine; each row
 compares two things measured back to back (interleaved or sandwiched where the row allows), so its ratio
@@ -22,6 +22,8 @@ Rows (docs/PERFORMANCE.md explains each, with the last full table):
 - gpt2: a random-weight GPT-2 124M (transformers' GPT2Config(), needs the test extra): `smallgpt import`
   time, greedy decode tokens/s ours vs transformers' generate (KV cache, one thread each), our int8 vs
   fp32, and peak RSS while generating vs its fp32 weight bytes.
+- serve: `smallgpt serve` of a random-weight medium run: aggregate tokens/s of 4 concurrent streams vs 1
+  (continuous batching), time to first token p95 under 4 streams, 1 stream vs `smallgpt generate`.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ training_process_settings()
 import torch  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results.json"
-ROW_GROUPS = ("train", "quality", "decode", "int8", "ui", "memory", "gpt2")
+ROW_GROUPS = ("train", "quality", "decode", "int8", "ui", "memory", "gpt2", "serve")
 MB = 1 << 20
 
 
@@ -649,6 +651,107 @@ def rows_ui(b: Bench) -> list[Row]:
     return rows
 
 
+# --- rows: serve ------------------------------------------------------------------------------------
+def serve_run(b: Bench, name: str) -> Path:
+    """A run of the preset's shape with random weights (speed does not depend on training) whose
+    end-of-text is out of reach, so every stream runs its full max_tokens (benchmarks/tiny_run.py)."""
+    from engine.config import preset
+    from benchmarks.tiny_run import make_tiny_run
+
+    m = preset(name).model
+    return make_tiny_run(b.home, name=f"bench-serve-{name}",
+                         model={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "mlp_ratio")})
+
+
+def stream_completion(info: dict[str, Any], tokens: int, seed: int) -> dict[str, float]:
+    """One streamed /v1/completions request over plain HTTP: {"tokens", "seconds", "ttft"} (time to the
+    first text), timed from sending the request to [DONE]."""
+    import http.client
+
+    conn = http.client.HTTPConnection(info["host"], info["port"], timeout=600)
+    body = json.dumps({"model": info["model"], "prompt": "\n", "max_tokens": tokens, "temperature": 1.0,
+                       "seed": seed, "stream": True, "stream_options": {"include_usage": True}})
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    ttft, usage = None, 0
+    for line in r:
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        if ttft is None and chunk["choices"] and chunk["choices"][0]["text"]:
+            ttft = time.perf_counter() - t0
+        if chunk.get("usage"):
+            usage = chunk["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - t0
+    conn.close()
+    assert usage == tokens, f"streamed {usage} of {tokens} tokens"
+    return {"tokens": usage, "seconds": seconds, "ttft": ttft or seconds}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc): what it cost, whatever else the machine was doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve_round(info: dict[str, Any], streams: int, tokens: int, seed: int) -> tuple[float, list[float], float]:
+    """`streams` concurrent streams: (aggregate tokens/s over the round's wall time, each stream's TTFT,
+    the server's CPU ms per token)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cpu0, t0 = _cpu_seconds(info["pid"]), time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        results = list(pool.map(lambda i: stream_completion(info, tokens, seed + i), range(streams)))
+    total = sum(r["tokens"] for r in results)
+    return (total / (time.perf_counter() - t0), [r["ttft"] for r in results],
+            1000 * (_cpu_seconds(info["pid"]) - cpu0) / total)
+
+
+def cli_generate_rate(run_dir: Path, tokens: int) -> float:
+    """tokens/s that `smallgpt generate --json` reports for the same run and length."""
+    out = subprocess.run([sys.executable, "-c", "import sys; from tui.cli import main; sys.exit(main())", "generate",
+                          str(run_dir), "--checkpoint", "latest", "--prompt", "\n", "--max-new-tokens", str(tokens),
+                          "--temperature", "1.0", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["tokens_per_s"]
+
+
+def rows_serve(b: Bench) -> list[Row]:
+    """`smallgpt serve` (its own process, as users run it) streaming to 1 and to 4 concurrent clients;
+    the single stream against `smallgpt generate` of the same run."""
+    from engine.runs import server_info, stop_server
+    from serve.server import launch
+
+    name = b.s.big
+    run_dir = serve_run(b, name)
+    n, rounds = (32, 1) if b.s.quick else (256, 5)
+    info = launch(run_dir, ["--checkpoint", "latest", "--port", "0", "--max-batch", "4"])
+    try:
+        serve_round(info, 4, 8, 0)  # warm-up: the first steps make the transposed weight copies
+        one, four, cli, ttfts, cpu1, cpu4 = [], [], [], [], [], []
+        for i in range(rounds):  # interleaved, each side its median
+            rate, _, cpu = serve_round(info, 1, n, 10 * i)
+            one.append(rate)
+            cpu1.append(cpu)
+            rate, ttft, cpu = serve_round(info, 4, n, 10 * i)
+            four.append(rate)
+            cpu4.append(cpu)
+            ttfts += ttft
+            cli.append(cli_generate_rate(run_dir, n))
+    finally:
+        if server_info(run_dir) is not None:
+            stop_server(run_dir)
+    p95 = sorted(ttfts)[max(0, math.ceil(0.95 * len(ttfts)) - 1)]
+    note = (f"{name}, random weights, {n} tokens a stream, median of {rounds} rounds; server CPU "
+            f"{_median(cpu4):.1f} ms a token with 4 streams, {_median(cpu1):.1f} with 1")
+    return [Row("serve tokens/s, 4 streams vs 1", _median(four), _median(one), "tok/s", ">= 2.5x",
+                _median(four) >= 2.5 * _median(one), note),
+            Row("serve time to first token p95, 4 streams", p95, None, "s", "<= 1 s", p95 <= 1.0,
+                f"{len(ttfts)} streams"),
+            Row("serve 1 stream vs `smallgpt generate`", _median(one), _median(cli), "tok/s", ">= 0.9x",
+                _median(one) >= 0.9 * _median(cli), "the CLI's own tokens/s; ours at the client, HTTP included")]
+
+
 # --- rows: memory -----------------------------------------------------------------------------------
 def rows_memory(b: Bench) -> list[Row]:
     run = b.trained_run(b.s.big)
@@ -661,7 +764,7 @@ def rows_memory(b: Bench) -> list[Row]:
 
 ROWS: dict[str, Callable[[Bench], list[Row]]] = {"train": rows_train, "quality": rows_quality,
                                                  "decode": rows_decode, "int8": rows_int8, "ui": rows_ui,
-                                                 "memory": rows_memory, "gpt2": rows_gpt2}
+                                                 "memory": rows_memory, "gpt2": rows_gpt2, "serve": rows_serve}
 
 
 # --- output -----------------------------------------------------------------------------------------

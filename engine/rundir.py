@@ -2,6 +2,7 @@
 
     RUN/config.toml tokenizer.json events.jsonl train.log pid run.lock ckpt/{latest,best,int8}/
     task.json (a fine-tuned run's labels or prompt template, data fingerprint and split: engine.tasks)
+    serve.lock serve.json serve.log   (while `smallgpt serve` serves the run)
 
 Imports nothing heavy: the TUI and the CLI list runs through it.
 """
@@ -58,6 +59,21 @@ class RunDir:
     @property
     def pid(self) -> Path:
         return self.path / "pid"
+
+    @property
+    def serve_lock(self) -> Path:
+        """flock'ed by the run's `smallgpt serve` process for its whole life: "served" means it is held."""
+        return self.path / "serve.lock"
+
+    @property
+    def serve_record(self) -> Path:
+        """That server's address: url, host, port, pid, checkpoint (JSON), written once it listens."""
+        return self.path / "serve.json"
+
+    @property
+    def serve_log(self) -> Path:
+        """stdout/stderr of a detached server."""
+        return self.path / "serve.log"
 
     @property
     def checkpoints(self) -> Path:

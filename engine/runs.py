@@ -8,6 +8,7 @@ This module imports no torch so listing runs stays cheap for the TUI and the CLI
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import signal
@@ -43,6 +44,7 @@ class RunInfo:
     model_kind: str
     started: float | None  # Unix time of the first start, None if never started
     error: str = ""
+    serving: str = ""  # the URL of the run's live `smallgpt serve` process
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -113,17 +115,27 @@ def install_tokenizer(run_dir: Path, cfg: RunConfig, progress: Callable[[float, 
 
 # --- the lock: one training process per run ---------------------------------------------------------
 
+def take_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive flock on path (closing it drops the lock); None if another
+    process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextmanager
 def hold_lock(run_dir: Path) -> Iterator[None]:
     """Hold RUN/run.lock exclusively (and RUN/pid) for the block; RunError if another process has it."""
     rd = RunDir(run_dir)
-    fd = os.open(rd.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = take_lock(rd.lock)
+    if fd is None:
+        raise RunError(f"Run {rd.path} is already being trained by another process: "
+                       f"stop it first (`smallgpt runs stop`) or wait for it to finish.")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunError(f"Run {rd.path} is already being trained by another process: "
-                           f"stop it first (`smallgpt runs stop`) or wait for it to finish.") from None
         rd.pid.write_text(f"{os.getpid()}\n")
         try:
             yield
@@ -135,8 +147,13 @@ def hold_lock(run_dir: Path) -> Iterator[None]:
 
 def is_running(run_dir: Path) -> bool:
     """True while some process holds the run's lock."""
+    return lock_held(RunDir(run_dir).lock)
+
+
+def lock_held(path: Path) -> bool:
+    """True while some process holds an exclusive flock on path."""
     try:
-        fd = os.open(RunDir(run_dir).lock, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
@@ -168,14 +185,9 @@ def launch(run_dir: Path, resume: bool = False, wait: float = 0.0) -> int:
     run_dir = Path(run_dir).resolve()
     if is_running(run_dir):
         raise RunError(f"Run {run_dir} is already running: follow it with `smallgpt runs tail {run_dir}`.")
-    argv = [sys.executable, "-m", "engine", "train", "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
-    env = dict(os.environ)
-    env["SMALLGPT_HOME"] = str(home().resolve())  # the child resolves corpora/ and caches where we do
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    argv = ["-m", "engine", "train", "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
     log_path = RunDir(run_dir).log
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(home().resolve()), env=env, start_new_session=True, close_fds=True)
+    proc = spawn(argv, log_path)
     deadline = time.monotonic() + wait
     while wait > 0 and not is_running(run_dir) and time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -184,6 +196,49 @@ def launch(run_dir: Path, resume: bool = False, wait: float = 0.0) -> int:
             raise RunError(f"The training process of {run_dir.name} stopped at once: {last}")
         time.sleep(0.05)
     return proc.pid
+
+
+def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+    """`python ARGV` in its own session (it outlives us and our terminal), output appended to log_path,
+    run from the project home."""
+    env = dict(os.environ)
+    env["SMALLGPT_HOME"] = str(home().resolve())  # the child resolves corpora/ and caches where we do
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, *argv], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=str(home().resolve()), env=env,
+                                start_new_session=True, close_fds=True)
+
+
+def server_info(run_dir: Path) -> dict[str, Any] | None:
+    """The record (url, host, port, pid, checkpoint) of the run's live server; None when none runs."""
+    rd = RunDir(run_dir)
+    if not lock_held(rd.serve_lock):
+        return None
+    try:
+        info = json.loads(rd.serve_record.read_text())
+    except (OSError, ValueError):
+        return None  # starting: the lock is taken before the address is known
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+
+
+def stop_server(run_dir: Path, timeout: float = 30.0) -> bool:
+    """SIGTERM the run's server (it finishes or cancels its requests, then exits) and wait for it; False
+    if it is still going after timeout. RunError when no server runs."""
+    rd = RunDir(run_dir)
+    info = server_info(rd.path)
+    if info is None:
+        raise RunError(f"Run {rd.name} is not being served: nothing to stop.")
+    try:
+        os.kill(info["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while lock_held(rd.serve_lock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def stop_run(run_dir: Path) -> int:
@@ -222,7 +277,8 @@ def run_info(run_dir: Path) -> RunInfo:
     state.feed(read_events(rd.path))
     return RunInfo(name=rd.name, path=rd.path, status=state.status(is_running(rd.path)), step=state.step,
                    max_steps=max_steps, best_val_loss=state.best_val_loss, params=state.params, model_kind=kind,
-                   started=state.started, error=state.error if state.started is not None else "")
+                   started=state.started, error=state.error if state.started is not None else "",
+                   serving=(server_info(rd.path) or {}).get("url", ""))
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:

@@ -87,81 +87,125 @@ def _holdback(text: str, start: int, stops: list[str]) -> int:
     return end - held
 
 
+class Sequence:
+    """One generation's sampling and text state, fed the model's logits one position at a time.
+
+    `generate` drives one with its own model calls; engine.batching drives many, their model calls batched.
+    The same seed gives the same tokens either way (up to the float rounding of a batched matmul).
+    """
+
+    def __init__(self, tokenizer: TokenizerLike, prompt: str, cfg: SamplingConfig, device: torch.device | str = "cpu"):
+        cfg.validate()
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.context: list[int] = tokenizer.encode(prompt) or [tokenizer.eos_id]  # prompt + generated ids
+        self.prompt_tokens = len(self.context)
+        self.generated: list[int] = []
+        self.pending: list[tuple[int, float]] = []  # generated tokens whose text is not yet emitted
+        # The decode window is generated[base:]; its first `emitted` characters are already yielded. Once all
+        # of it is, it restarts at the last token, kept as context for decoders that look at neighbours.
+        self.base = self.emitted = 0
+        self.finish_reason = "length" if cfg.max_new_tokens == 0 else ""  # "stop" (EOS or a stop string) | "length"
+        self.seen: Tensor | None = None
+        self.banned: Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finish_reason)
+
+    def _start(self, logits: Tensor) -> None:
+        # Sized by the model's vocab, which may be padded beyond the tokenizer's (gpt2: 50304).
+        self.seen = torch.zeros(logits.numel(), dtype=torch.bool, device=logits.device)
+        self.seen[torch.tensor(self.context, device=logits.device)] = True
+        # Never sample padding, the unknown-token placeholder, or ids past the tokenizer's vocabulary:
+        # they have no text, and an untrained model still gives them some probability.
+        self.banned = torch.zeros_like(self.seen)
+        self.banned[getattr(self.tokenizer, "vocab_size", logits.numel()):] = True
+        for special in (getattr(self.tokenizer, "pad_id", None), getattr(self.tokenizer, "unk_id", None)):
+            if special is not None:
+                self.banned[special] = True
+
+    @torch.inference_mode()
+    def advance(self, logits: Tensor) -> list[GeneratedToken]:
+        """Pick the next token from logits [V] (the model's output after `context`); return the tokens
+        whose text resolved with it. Then either `done` or `context[-1]` is the next id to feed."""
+        if self.seen is None:
+            self._start(logits)
+        token, prob = _pick(logits, self.seen, self.banned, self.cfg, self.generator)
+        if token == self.tokenizer.eos_id:
+            self.finish_reason = "stop"
+            return self._rest()
+        self.generated.append(token)
+        self.pending.append((token, prob))
+        self.seen[token] = True
+        text = self.tokenizer.decode(self.generated[self.base:])
+        hits = [i for i in (text.find(s, self.emitted) for s in self.cfg.stop) if i >= 0]
+        end = min(hits) if hits else _holdback(text, self.emitted, self.cfg.stop)
+        out: list[GeneratedToken] = []
+        if hits or end > self.emitted:
+            out = list(_flush(self.pending, text[self.emitted:end]))
+            self.pending, self.emitted = [], end
+        if hits:
+            self.finish_reason = "stop"
+            return out
+        if self.emitted == len(text):
+            self.base = len(self.generated) - 1
+            self.emitted = len(self.tokenizer.decode(self.generated[self.base:]))
+        self.context.append(token)
+        if len(self.generated) == self.cfg.max_new_tokens:
+            self.finish_reason = "length"
+            out += self._rest()
+        return out
+
+    def _rest(self) -> list[GeneratedToken]:
+        """The pending tokens at the end, carrying whatever text is still held back."""
+        if not self.pending:
+            return []
+        return list(_flush(self.pending, self.tokenizer.decode(self.generated[self.base:])[self.emitted:]))
+
+
+def window(context: list[int], new: int, state_len: int, limit: int | None) -> list[int] | None:
+    """The ids to prefill a fresh state with when feeding the last `new` ids of context after state_len
+    cached ones would pass limit; None when they fit. A whole prompt keeps up to `limit` tokens; during
+    decoding half a window is kept, so a re-prefill happens once per limit // 2 tokens."""
+    if limit is None or state_len + new <= limit:
+        return None
+    return context[-max(new, limit // 2, 1):][-limit:]
+
+
 def generate(model: Any, tokenizer: TokenizerLike, prompt: str, cfg: SamplingConfig) -> Iterator[GeneratedToken]:
     """Stream up to cfg.max_new_tokens tokens after prompt (an empty prompt starts from EOS).
 
     Stops at EOS (not yielded) or when a stop string appears (the text before it is emitted). Puts the
     model in eval mode while it runs and restores its mode after. Deterministic for a given cfg.seed.
     """
-    cfg.validate()
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    context = tokenizer.encode(prompt) or [tokenizer.eos_id]
-    limit: int | None = model.max_state_len
+    seq = Sequence(tokenizer, prompt, cfg, device)
+    if seq.done:
+        return
     state = model.init_state(1)
 
     @torch.inference_mode()
     def feed(new: list[int]) -> Tensor:
-        """Advance the state by the new ids (already appended to context); logits after the last one."""
+        """Advance the state by the new ids (the tail of the context); logits after the last one."""
         nonlocal state
-        if limit is not None and model.state_len(state) + len(new) > limit:
-            # Slide: restart from the tail of the context. A whole prompt keeps up to block_size tokens;
-            # during decoding half a block is kept, so a re-prefill happens once per block_size // 2 tokens.
-            state = model.init_state(1)
-            new = context[-max(len(new), limit // 2, 1):][-limit:]
+        slid = window(seq.context, len(new), model.state_len(state), model.max_state_len)
+        if slid is not None:
+            state, new = model.init_state(1), slid
         decode_step = len(new) == 1 and device.type == "cpu"  # one thread (see the module docstring)
         with torch_threads(1 if decode_step else None):
             logits, state = model.step(torch.tensor([new], dtype=torch.long, device=device), state)
         return logits[0, -1]
 
-    @torch.inference_mode()
-    def pick(logits: Tensor) -> tuple[int, float]:
-        return _pick(logits, seen, banned, cfg, generator)
-
-    if cfg.max_new_tokens == 0:
-        return
     was_training = model.training
     model.eval()
     try:
-        generated: list[int] = []
-        pending: list[tuple[int, float]] = []  # generated tokens whose text is not yet emitted
-        # The decode window is generated[base:]; its first `emitted` characters are already yielded. Once all
-        # of it is, it restarts at the last token, kept as context for decoders that look at neighbours.
-        base = emitted = 0
-        logits = feed(context)
-        # Sized by the model's vocab, which may be padded beyond the tokenizer's (gpt2: 50304).
-        seen = torch.zeros(logits.numel(), dtype=torch.bool, device=device)
-        seen[torch.tensor(context, device=device)] = True
-        # Never sample padding, the unknown-token placeholder, or ids past the tokenizer's vocabulary:
-        # they have no text, and an untrained model still gives them some probability.
-        banned = torch.zeros_like(seen)
-        banned[getattr(tokenizer, "vocab_size", logits.numel()):] = True
-        for special in (getattr(tokenizer, "pad_id", None), getattr(tokenizer, "unk_id", None)):
-            if special is not None:
-                banned[special] = True
-        for n in range(cfg.max_new_tokens):
-            token, prob = pick(logits)
-            if token == tokenizer.eos_id:
-                break
-            generated.append(token)
-            pending.append((token, prob))
-            seen[token] = True
-            text = tokenizer.decode(generated[base:])
-            hits = [i for i in (text.find(s, emitted) for s in cfg.stop) if i >= 0]
-            end = min(hits) if hits else _holdback(text, emitted, cfg.stop)
-            if hits or end > emitted:
-                yield from _flush(pending, text[emitted:end])
-                pending, emitted = [], end
-            if hits:
+        logits = feed(seq.context)
+        while True:
+            yield from seq.advance(logits)
+            if seq.done:
                 return
-            if emitted == len(text):
-                base = len(generated) - 1
-                emitted = len(tokenizer.decode(generated[base:]))
-            if n + 1 < cfg.max_new_tokens:
-                context.append(token)
-                logits = feed([token])
-        if pending:
-            yield from _flush(pending, tokenizer.decode(generated[base:])[emitted:])
+            logits = feed(seq.context[-1:])
     finally:
         model.train(was_training)
 

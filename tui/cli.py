@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_knob_flags(g, "generate")
     g.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP API for a run (foreground, or --detach)")
+    s.add_argument("run", help="run name under checkpoints/ or a run directory")
+    s.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on; any but loopback needs --api-key")
+    s.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    s.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (default: $SMALLGPT_API_KEY)")
+    s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for a slot before 429")
+    s.add_argument("--max-batch", type=_positive_int, default=8, help="generations that share each decode step")
+    s.add_argument("--detach", action="store_true", help="start in the background and return")
+    s.add_argument("--json", action="store_true")
+
     e = sub.add_parser("eval", help="validation loss and perplexity of a run")
     e.add_argument("run")
     e.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")

@@ -43,13 +43,15 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """start: the position of x's first token, or a [B] tensor of one position per row (T == 1)."""
         B, T, C = x.shape
+        per_row = isinstance(start, Tensor)
         qkv = self.c_attn(x)
         # Under CPU bf16 autocast attention runs in fp32 (the CPU flash kernel's bf16 backward is several
         # times slower than its fp32 one), the matmuls around it in bf16; one cast of qkv, not three.
-        fp32_attention = start == 0 and not need_weights and qkv.dtype == torch.bfloat16 and x.device.type == "cpu"
+        fp32_attention = not per_row and start == 0 and not need_weights and qkv.dtype == torch.bfloat16 and x.device.type == "cpu"
         if fp32_attention:
             qkv = qkv.float()
         q, k, v = qkv.split(self.n_embd, dim=2)
@@ -57,7 +59,17 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
         k = k.view(B, T, self.n_head, hd).transpose(1, 2)
         v = v.view(B, T, self.n_head, hd).transpose(1, 2)
-        if kv is not None:
+        mask = None
+        if per_row:
+            # Rows of unrelated sequences (batched serving), row b's token at position start[b]: store each
+            # row's key/value there; each row sees its own keys only (a shorter row masks the rest).
+            rows = torch.arange(B, device=x.device)
+            kv[0][rows, :, start] = k[:, :, 0]
+            kv[1][rows, :, start] = v[:, :, 0]
+            end = int(start.max()) + 1
+            mask = (torch.arange(end, device=x.device) <= start[:, None]).view(B, 1, 1, end)
+            k, v = kv[0][:, :, :end], kv[1][:, :, :end]
+        elif kv is not None:
             # Generation: store this chunk's keys/values, then attend over everything the cache holds.
             end = start + T
             kv[0][:, :, start:end] = k
@@ -71,6 +83,8 @@ class CausalSelfAttention(nn.Module):
             att = att.masked_fill(~_causal_mask(T, start, x.device), float("-inf"))
             att = F.softmax(att, dim=-1)
             y = F.dropout(att, dropout, self.training) @ v
+        elif per_row:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         elif fp32_attention:
             with torch.autocast("cpu", enabled=False):
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True).to(torch.bfloat16)
@@ -108,7 +122,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0,
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         a, att = self.attn(self.ln_1(x), kv, start, need_weights)
         x = x + a
@@ -152,7 +166,11 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _embed(self, idx: Tensor, start: int) -> Tensor:
+    def _embed(self, idx: Tensor, start: int | Tensor) -> Tensor:
+        if isinstance(start, Tensor):  # one token per row, each at its own position
+            if bool((start >= self.config.block_size).any()):
+                raise ValueError(f"A position exceeds block_size {self.config.block_size}: slide that row's window.")
+            return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(start.view(-1, 1)))
         end = start + idx.size(1)
         if end > self.config.block_size:
             raise ValueError(f"Positions up to {end} exceed block_size {self.config.block_size}: "
@@ -202,6 +220,32 @@ class GPT(nn.Module):
     def state_len(self, state: KVCache) -> int:
         return state.length
 
+    # Continuous batching (engine.batching): the rows of one cache hold unrelated sequences of their own
+    # lengths, which the caller keeps; state.length is unused.
+
+    def prefill_row(self, idx: Tensor, state: KVCache, row: int) -> Tensor:
+        """Feed idx [1, T] into row `row` of a batch cache from position 0: logits [T, V]."""
+        view = KVCache(k=[k[row:row + 1] for k in state.k], v=[v[row:row + 1] for v in state.v],
+                       transposed=state.transposed)
+        return self.step(idx, view)[0][0]
+
+    def step_rows(self, idx: Tensor, state: KVCache, positions: Tensor) -> Tensor:
+        """One token idx[i] for each of the first n rows of a batch cache, row i at position positions[i]:
+        logits [n, V]. Each row attends over its own cached keys only."""
+        n = idx.size(0)
+        one_token_cpu = idx.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+        with cpu_decode(state) if one_token_cpu else nullcontext():
+            x = self._embed(idx.view(n, 1), positions)
+            for block, k, v in zip(self.transformer.h, state.k, state.v):
+                x, _ = block(x, (k[:n], v[:n]), positions)
+            return self.lens_logits(x)[:, 0]
+
+    @staticmethod
+    def move_row(state: KVCache, src: int, dst: int, length: int) -> None:
+        """Copy row src's first `length` cached positions into row dst."""
+        for t in (*state.k, *state.v):
+            t[dst, :, :length] = t[src, :, :length]
+
     def forward_inspect(self, idx: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """(logits [B,T,V], attention [B,H,T,T] per layer, residual stream [B,T,C] after the embedding
         and after each block: n_layer + 1 entries). `lens_logits(residuals[-1])` equals the logits."""
@@ -234,9 +278,11 @@ class KVCache:
 # MKL's fp32 GEMV streams a wide Linear's weight about twice as fast from an [in, out] copy (long rows) as
 # from the stored [out, in] layout (short rows). Inside `cpu_decode(cache)` every fp32 `Linear` wider out
 # than in multiplies by such a copy, made once per KV cache; everywhere else `Linear` is nn.Linear (and
-# the quantizer swaps it like one). From 768-wide rows the gain is 13% (GPT-2's blocks: 11.8 against
-# 13.6 GB/s, one thread) for copies as large as the weights (198 MB at 124M), so there only a vocabulary
-# head 8+ times taller than wide still gets one (GPT-2's 50257 x 768: 10 against 16 GB/s, 154 MB).
+# the quantizer swaps it like one). With several rows (batched serving, x [B, 1, in]) every Linear does:
+# for B = 4 the [in, out] product took 200-285 us against 290-355 for nn.Linear (384 -> 1536), 208 against
+# 330 (1536 -> 384).
+# From 768-wide rows the gain is 13% (GPT-2's blocks: 11.8 against 13.6 GB/s, one thread) for copies as
+# large as the weights (198 MB at 124M), so there only a vocabulary head 8+ times taller than wide gets one.
 _gemv_weights: ContextVar[dict[nn.Module, Tensor] | None] = ContextVar("gemv_weights", default=None)
 
 
@@ -252,8 +298,9 @@ def cpu_decode(cache: KVCache) -> Iterator[None]:
 class Linear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         copies = _gemv_weights.get()
-        if (copies is None or self.out_features <= self.in_features or self.weight.dtype != torch.float32
-                or (self.in_features >= 768 and self.out_features < 8 * self.in_features)):
+        if (copies is None or self.weight.dtype != torch.float32
+                or (self.in_features >= 768 and self.out_features < 8 * self.in_features)
+                or (self.out_features <= self.in_features and x.size(0) == 1)):
             return F.linear(x, self.weight, self.bias)
         w_t = copies.get(self)
         if w_t is None:

@@ -53,8 +53,10 @@ class LSTM(nn.Module):
         return logits, loss
 
     def init_state(self, batch_size: int) -> LSTMState:
-        """The zero state (nn.LSTM builds the zeros for the batch on the first step)."""
-        return LSTMState(hc=None)
+        """The zero state of batch_size sequences."""
+        w = self.wte.weight
+        shape = (self.config.n_layer, batch_size, self.config.n_embd)
+        return LSTMState(hc=(w.new_zeros(shape), w.new_zeros(shape)))
 
     def step(self, idx: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """Feed new tokens idx [B, T] after the state: logits [B, T, V] and a new state (use the returned one)."""
@@ -63,6 +65,28 @@ class LSTM(nn.Module):
 
     def state_len(self, state: LSTMState) -> int:
         return state.length
+
+    # Continuous batching (engine.batching): the rows of one state hold unrelated sequences.
+
+    def prefill_row(self, idx: Tensor, state: LSTMState, row: int) -> Tensor:
+        """Feed idx [1, T] into row `row` of a batch state from a zero state: logits [T, V]."""
+        logits, _, (h, c) = self._run(idx, None)
+        state.hc[0][:, row], state.hc[1][:, row] = h[:, 0], c[:, 0]
+        return logits[0]
+
+    def step_rows(self, idx: Tensor, state: LSTMState, positions: Tensor) -> Tensor:
+        """One token idx[i] for each of the first n rows of a batch state (positions unused): logits [n, V]."""
+        n = idx.size(0)
+        h, c = state.hc
+        logits, _, (h_new, c_new) = self._run(idx.view(n, 1), (h[:, :n].contiguous(), c[:, :n].contiguous()))
+        h[:, :n], c[:, :n] = h_new, c_new
+        return logits[:, 0]
+
+    @staticmethod
+    def move_row(state: LSTMState, src: int, dst: int, length: int) -> None:
+        """Copy row src's state into row dst."""
+        for t in state.hc:
+            t[:, dst] = t[:, src]
 
     def forward_inspect(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """(logits [B, T, V], the last layer's hidden state h_t at every position [B, T, n_embd])."""

@@ -275,9 +275,9 @@ async def test_the_runs_table_updates_cells_in_place_and_rebuilds_when_runs_chan
 
     from tui.widgets.runs_table import RunsTable
 
-    def info(name: str, step: int, status: str = "running") -> SimpleNamespace:
+    def info(name: str, step: int, status: str = "running", serving: str = "") -> SimpleNamespace:
         return SimpleNamespace(path=Path("/runs") / name, name=name, step=step, max_steps=100, status=status,
-                               best_val_loss=None, params=1000)
+                               best_val_loss=None, params=1000, serving=serving)
 
     class Host(App):
         def compose(self):
@@ -295,3 +295,6 @@ async def test_the_runs_table_updates_cells_in_place_and_rebuilds_when_runs_chan
         table.update_runs([info("a", 100, "finished"), info("b", 0, "new"), info("c", 0, "new")], set(), "")
         assert rebuilds == [1] and table.row_count == 3 and table.cursor_row == 1  # a new run: rebuilt
         assert [str(c) for c in table.get_row_at(0)][:3] == ["", "finished", "100/100"]
+        table.update_runs([info("a", 100, "finished", "http://127.0.0.1:8000/v1"), info("b", 0, "new"),
+                           info("c", 0, "new")], set(), "")  # served by `smallgpt serve`: where
+        assert str(table.get_row_at(0)[1]) == "finished ⇄ 127.0.0.1:8000"

@@ -27,16 +27,25 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if not infos:
             console.print("no runs yet: start one with [bold]smallgpt train --corpus python-docs[/]")
             return 0
-        table = Table("run", "status", "kind", "step", "best val", "params", "started")
+        serving = any(i.serving for i in infos)
+        table = Table("run", "status", "kind", "step", "best val", "params", "started", *(["serving at"] * serving))
         for i in infos:
             table.add_row(escape(i.name), f"[{_STATUS_STYLE[i.status]}]{i.status}[/]", i.model_kind,
                           f"{i.step}/{i.max_steps}", "-" if i.best_val_loss is None else f"{i.best_val_loss:.4f}",
                           "-" if i.params is None else f"{i.params / 1e6:.2f}M",
-                          "-" if i.started is None else time.strftime("%m-%d %H:%M", time.localtime(i.started)))
+                          "-" if i.started is None else time.strftime("%m-%d %H:%M", time.localtime(i.started)),
+                          *([escape(i.serving or "-")] * serving))
         console.print(table)
         return 0
     run_dir = runs.resolve_run(args.run)
     if args.action == "stop":
+        if runs.server_info(run_dir) is not None:  # a server of the run: stopped first, then any training
+            with console.status(f"stopping the server of {run_dir.name}..."):
+                stopped = runs.stop_server(run_dir)
+            console.print(f"{escape(run_dir.name)}: server stopped" if stopped else
+                          f"{escape(run_dir.name)}: the server is still finishing its requests")
+            if not runs.is_running(run_dir):
+                return 0
         pid = runs.stop_run(run_dir)
         with console.status(f"asked {run_dir.name} (pid {pid}) to stop; waiting for its checkpoint..."):
             stopped = runs.wait_stopped(run_dir, timeout=120)

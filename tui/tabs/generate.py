@@ -107,6 +107,12 @@ class Quantized(Message):
     report: dict  # engine.int8.save_int8's
 
 
+@dataclass
+class Serving(Message):
+    run: str
+    info: dict  # the server's address record (engine.runs.server_info)
+
+
 def parse_sampling(values: dict[str, str]) -> dict[str, Any]:
     """The sampling controls' text as SamplingConfig fields; a bad value raises ConfigError naming it."""
     out: dict[str, Any] = {}
@@ -134,6 +140,8 @@ class GenerateTab(EngineTab, can_focus=True):
         Binding("ctrl+t", "quantize", "Quantize"),
         Binding("ctrl+o", "toggle_colors", "Prob colours"),
         Binding("ctrl+n", "new_chat", "New chat"),
+        # Off the footer (it is full at 80 columns); the help screen and the palette list it.
+        Binding("ctrl+r", "serve", "Serve this run", show=False),
     ]
     DEFAULT_CSS = """
     GenerateTab { padding: 0 1; }
@@ -297,6 +305,14 @@ class GenerateTab(EngineTab, can_focus=True):
         self._set_status(f"quantizing {run_dir.name} to int8…")
         self._quantize(run_dir)
 
+    def action_serve(self) -> None:
+        picker = self.query_one(RunPicker)
+        if picker.run_dir is None:
+            self.notify("No run selected: train one in the Train tab first.", severity="warning")
+            return
+        self._set_status(f"starting a server for {picker.run_dir.name} ({picker.checkpoint})…")
+        self._serve(picker.run_dir, picker.checkpoint)
+
     def watch_ab_mode(self, ab: bool) -> None:
         self.set_class(ab, "-ab")
         self._set_status("A/B: fp32 left, int8 right, same seed and settings · ctrl+s generates both"
@@ -432,6 +448,18 @@ class GenerateTab(EngineTab, can_focus=True):
         from engine.int8 import save_int8
 
         self.post_message(Quantized(save_int8(run_dir)))
+
+    @engine_work("serve")
+    def _serve(self, run_dir: Path, checkpoint: str) -> None:
+        from serve.server import serve_in_background  # its own process: it outlives the TUI
+
+        self.post_message(Serving(run_dir.name, serve_in_background(run_dir, checkpoint)))
+
+    def on_serving(self, message: Serving) -> None:
+        run, info = message.run, message.info
+        text = f"{run} ({info['checkpoint']}) is served at {info['url']}; `smallgpt runs stop {run}` stops it"
+        self._set_status(text)
+        self.notify(text + ".")
 
     def on_quantized(self, message: Quantized) -> None:
         report = message.report

@@ -77,5 +77,8 @@ class RunsTable(DataTable):
         mark = "▶" if path == attached else ("●" if path in overlay else "")
         step = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
         val = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-"
-        return (mark, Text(r.status, style=STATUS_STYLE.get(r.status, "")), step, val,
+        status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
+        if r.serving:  # `smallgpt serve` has it: where (host:port)
+            status.append(f" ⇄ {r.serving.removeprefix('http://').removesuffix('/v1')}", style="bold magenta")
+        return (mark, status, step, val,
                 human_count(params_total(r.params)), Text(r.name))
