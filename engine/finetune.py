@@ -20,11 +20,10 @@ from .errors import CheckpointError, ConfigError, RunError
 from .events import EventWriter
 from .lora import export_peft, load_adapters
 from .models import count_params
-from .rundir import RunDir
+from .rundir import FP32_CHECKPOINTS, RunDir
 from .runs import run_path
 from .tasks import task_info, write_task_info
 
-CHECKPOINTS = ("best", "latest")
 def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path | None = None) -> Path:
     """A new run fine-tuning cfg.task.init_from on cfg.data.corpus (the task data): the base's [model] and
     tokenizer, the task's labels/template/split in RUN/task.json."""
@@ -83,7 +82,7 @@ def merge_run(run_dir: Path, which: str = "best", name: str | None = None) -> Pa
             shutil.copyfile(getattr(RunDir(run_dir), name), getattr(out_rd, name))
     merged.save(out_rd.config)
     keep = {k: state[k] for k in ("step", "tokens_seen", "best_val_loss", "train_loss", "val_loss") if k in state}
-    for kind in CHECKPOINTS:
+    for kind in FP32_CHECKPOINTS:
         ckpt.save_checkpoint(out, kind, model, None, {**keep, "model_config": asdict(merged.model),
                                                        "merged_from": str(source)})
     writer = EventWriter(out)

@@ -37,7 +37,7 @@ from .errors import ConfigError, InteropError, TokenizerError
 from .events import EventWriter
 from .models import GPT, count_params
 from .paths import checkpoints_dir
-from .rundir import RunDir
+from .rundir import FP32_CHECKPOINTS, RunDir
 from .runs import run_path
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -48,7 +48,6 @@ HF_WEIGHTS = "model.safetensors"
 HF_INDEX = "model.safetensors.index.json"
 HF_FILES = (HF_CONFIG, HF_WEIGHTS, "tokenizer.json", "tokenizer_config.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-CHECKPOINTS = ("latest", "best")
 # Our parameter names whose GPT-2 tensor is the transpose (Conv1D [in, out] against nn.Linear [out, in]).
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # GPT-2's activation names -> ours: gelu_new is the tanh approximation, as is PyTorch's tanh GELU.
@@ -317,7 +316,7 @@ def export_model(run_dir: Path, out: Path, which: str = "best") -> dict[str, Any
     """Write a GPT run's checkpoint as a Hugging Face GPT-2 folder (config.json, model.safetensors,
     tokenizer.json, tokenizer_config.json) at out, which must not exist or be empty."""
     run_dir, out = Path(run_dir), Path(out).expanduser()
-    if which not in CHECKPOINTS:
+    if which not in FP32_CHECKPOINTS:
         raise InteropError(f"The {which} checkpoint cannot be exported: GPT-2 in transformers has no int8 layers "
                            f"like ours, so export the fp32 weights with --checkpoint latest or best.")
     cfg = RunConfig.load(RunDir(run_dir).config)

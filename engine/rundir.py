@@ -17,6 +17,7 @@ from typing import Any
 from .errors import RunError
 
 CHECKPOINTS = ("latest", "best", "int8")  # what a run's checkpoint can be called
+FP32_CHECKPOINTS = CHECKPOINTS[:2]  # the trained weights themselves (int8 is derived from them)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from engine.config import CHECKPOINTS, TASK_KINDS, DEFAULT_PRESET, PRESETS, TOKENIZER_KINDS, Knob, knobs_for
 from engine.errors import SmallGPTError
 from engine.paths import log_path
+from engine.rundir import FP32_CHECKPOINTS
 
 log = logging.getLogger("smallgpt")
 
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run")
     x.add_argument("--format", choices=["hf"], required=True)
     x.add_argument("--out", required=True, help="the folder to write (new or empty)")
-    x.add_argument("--checkpoint", choices=["latest", "best", "int8"], default="best")
+    x.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     x.add_argument("--json", action="store_true")
     x.set_defaults(module="interop")
     _add_finetune_verbs(sub)
@@ -190,13 +191,13 @@ def _add_finetune_verbs(sub: argparse._SubParsersAction) -> None:
     lsub = lo.add_subparsers(dest="action", required=True)
     x = lsub.add_parser("merge", help="a new run with the adapters folded into the weights")
     x.add_argument("run")
-    x.add_argument("--checkpoint", choices=["latest", "best"], default="best")
+    x.add_argument("--checkpoint", choices=FP32_CHECKPOINTS, default="best")
     x.add_argument("--out", help="name of the merged run (default RUN-merged)")
     x.add_argument("--json", action="store_true")
     x = lsub.add_parser("export", help="the adapters in PEFT format (adapter_config.json, adapter_model.safetensors)")
     x.add_argument("run")
     x.add_argument("--out", required=True, help="folder to write")
-    x.add_argument("--checkpoint", choices=["latest", "best"], default="best")
+    x.add_argument("--checkpoint", choices=FP32_CHECKPOINTS, default="best")
     x.add_argument("--json", action="store_true")
 
 

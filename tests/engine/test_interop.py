@@ -163,6 +163,31 @@ def test_init_from_starts_at_the_source_weights(home, gpt2_folder, small_corpus)
             resolve_config(build_parser().parse_args(["train", "--init-from", "gpt2-tiny", *bad]))
 
 
+def test_lora_on_an_imported_gpt2_exports_adapters_peft_applies_to_the_original(home, gpt2_folder, hf_model,
+                                                                                  small_corpus, tmp_path):
+    """LoRA fine-tuning of an imported GPT-2: the exported PEFT adapter, put on the ORIGINAL transformers
+    model by PeftModel, gives our fine-tuned run's logits."""
+    peft = pytest.importorskip("peft")
+    from engine.config import finetune_config
+    from engine.finetune import create_finetune_run, export_adapters
+    from engine.trainer import train
+
+    import_model(str(gpt2_folder), "gpt2-tiny")
+    train_over = dict(max_steps=8, batch_size=2, lr=1e-2, min_lr=1e-3, warmup_steps=1, eval_interval=8,
+                      eval_batches=1, sample_tokens=0, dtype="fp32", device="cpu")
+    cfg = finetune_config("lm", "gpt2-tiny:latest", str(small_corpus), {"lora": {"rank": 4}, "train": train_over})
+    run_dir = create_finetune_run(cfg, name="gpt2-lora")
+    train(run_dir)
+    ours = checkpoint.load_model(run_dir, "latest")[0]
+    adapter = export_adapters(run_dir, tmp_path / "adapter", "latest")
+    idx = _ids(32)
+    with torch.no_grad():
+        base_logits = hf_model(input_ids=idx).logits  # before PEFT injects the adapters into hf_model
+        tuned = peft.PeftModel.from_pretrained(hf_model, adapter).eval()(input_ids=idx).logits
+        assert (tuned - base_logits).abs().max() > 1e-3  # the adapters were trained and are applied
+        torch.testing.assert_close(tuned, ours(idx)[0], atol=1e-5, rtol=0)
+
+
 def _broken(folder: Path, tmp_path: Path, case: str) -> Path:
     bad = tmp_path / case
     shutil.copytree(folder, bad)
