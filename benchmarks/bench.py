@@ -437,7 +437,7 @@ def prefill_rate(model: Any, tokens: int) -> float:
 
 def rows_int8(b: Bench) -> list[Row]:
     from engine.checkpoint import load_model
-    from engine.quantize import save_int8
+    from engine.int8 import save_int8
 
     run = b.trained_run(b.s.big)
     report = save_int8(run["run_dir"], "latest", eval_tokens=b.s.int8_eval_tokens)
