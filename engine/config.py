@@ -200,7 +200,7 @@ class TrainConfig:
 
 @dataclass
 class TaskConfig:
-    """What the run trains for (engine.tasks) and where its weights started (DESIGN 10)."""
+    """What the run trains for (engine.tasks) and where its weights started."""
 
     TABLE: ClassVar[str] = "task"
     kind: str = knob("lm", "lm | classify | instruct; data.corpus names the task's data", choices=TASK_KINDS,

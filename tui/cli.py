@@ -1,4 +1,4 @@
-"""`smallgpt`: the headless CLI (DESIGN 5b). Names here are a contract: add, don't rename.
+"""`smallgpt`: the headless CLI. Names here are a contract: add, don't rename.
 
 Argument parsing and error handling live here; each verb's work is in tui/commands/<verb>.py, imported
 only when that verb runs so `smallgpt corpus list` never pays for `import torch`.

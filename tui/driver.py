@@ -93,10 +93,10 @@ class TerminalDriver(LinuxDriver):
     def stop_application_mode(self) -> None:
         super().stop_application_mode()
         if self._hung_up:
-            # The app has shut down and given the screen back. Engine work still running in a thread (a
-            # BPE tokenizer on 9 MB: 9.5 s, 3.3 CPU s) cannot be interrupted and Python would wait for it,
-            # for nobody to see the result: end the process now, once the last writes (leaving the
-            # alternate screen, for a terminal still there) are out.
+            # The app has shut down and given the screen back. Engine work still running in a thread (say,
+            # a BPE tokenizer training) cannot be interrupted and Python would wait for it, for nobody to
+            # see the result: end the process now, once the last writes (leaving the alternate screen,
+            # for a terminal still there) are out.
             if self._writer_thread is not None:
                 self._writer_thread.stop()
             os._exit(0)

@@ -1,4 +1,4 @@
-"""A GPT with a class head: the seed's spam classifier (DESIGN 10, engine.tasks.classify).
+"""A GPT with a class head: the seed's spam classifier (engine.tasks.classify).
 
 `score` (no bias, as HF's GPT2ForSequenceClassification) reads the final-LayerNorm'd hidden state of each
 sequence's last real token: under causal attention only that position has seen the whole text, and right

@@ -1,4 +1,4 @@
-"""Training tasks behind one small interface the trainer calls (DESIGN 10).
+"""Training tasks behind one small interface the trainer calls.
 
     lm        next-token prediction on a corpus (fixed windows)
     classify  labelled texts -> a class head on the last real token; accuracy, confusion matrix
