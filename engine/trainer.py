@@ -147,7 +147,10 @@ class _Trainer:
     def run(self) -> dict[str, Any]:
         try:
             state = self._setup()
-            return self._loop(state)
+            result = self._loop(state)
+            if self.dist.world_size > 1:  # no rank tears gloo down while another still talks to it (an
+                torch.distributed.barrier()  # abort at exit, "terminate called without an active exception")
+            return result
         except Exception as e:
             log.exception("training failed at step %d", self.step)
             message = str(e) if isinstance(e, SmallGPTError) else f"{type(e).__name__}: {e}"
