@@ -121,9 +121,10 @@ class InstructTask(Task):
                 else:  # the prompt alone fills the block: nothing of the response would be learned
                     self.dropped += 1
             if not seqs and part:
-                raise CorpusError(f"Every {name} record's prompt is longer than the block size "
-                                  f"({cfg.model.block_size} tokens): fine-tune a run with a longer block_size, or "
-                                  "shorten the records.")
+                need = min(t.index(True) if True in t else len(t) for _, t in encoded)  # the first response token's index
+                raise CorpusError(f"Every {name} record's prompt is longer than the base's block size "
+                                  f"({cfg.model.block_size} tokens; the shortest needs {need}): fine-tune a run "
+                                  f"trained with --block-size {need} or more, or shorten the records.")
             self.split[name] = seqs
         self.order = {n: sorted(range(len(s)), key=lambda i: len(s[i][0])) for n, s in self.split.items()}
 

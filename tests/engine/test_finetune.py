@@ -110,6 +110,23 @@ def test_response_targets_follow_the_alpaca_template(base, home):
     assert prompt_text(TEMPLATES["alpaca"], messages_of(record)[:1]) == segments[0][0]
 
 
+def test_prompts_longer_than_the_block_name_the_block_size_they_need(base, home):
+    from engine.tasks import make_task
+    from engine.tasks.instruct import TEMPLATES, messages_of, prompt_text
+
+    records = [{"instruction": f"Say hi to {name}.", "input": "", "output": "hi"} for name in "abcdefghijkl"]
+    (home / "hi.json").write_text(json.dumps(records))
+    run_dir = finetune("instruct", str(home / "hi.json"), "hi")
+    cfg = RunConfig.load(run_dir / "config.toml")
+    tokenizer = ckpt.load_model(home / "checkpoints" / "base", "latest")[2]
+    prompt = len(prompt_text(TEMPLATES["alpaca"], messages_of(records[0])[:1]))  # a char tokenizer: chars = tokens
+    cfg.model.block_size = prompt - 1  # the window ends before the first response token
+    with pytest.raises(CorpusError, match=f"shortest needs {prompt}\\): fine-tune a run trained with --block-size {prompt}"):
+        make_task(cfg, tokenizer, run_dir)
+    cfg.model.block_size = prompt  # the first response token is the last target: the records train
+    assert all(len(seqs) for seqs in make_task(cfg, tokenizer, run_dir).split.values())
+
+
 # --- classification and frozen layers --------------------------------------------------------------
 def test_classifier_trains_only_its_scope_and_reports_on_val_and_test(base, home):
     run_dir = finetune("classify", "python-kinds", "cls")  # default scope: last block + final LayerNorm + head
