@@ -303,10 +303,10 @@ class RunState:
         or killed without a word) | imported (by `smallgpt import`, never trained) | new (never started)."""
         if running:
             return "running"
+        if self.ended == "error":  # also when set-up failed before the start event
+            return "failed"
         if self.started is None:
             return "imported" if self.imported else "new"
-        if self.ended == "error":
-            return "failed"
         return "finished" if self.ended == "max_steps" else "stopped"
 
     def eta_seconds(self) -> float | None:

@@ -89,12 +89,15 @@ def test_statuses_from_events(home):
         {"event": "done", "step": 20, "reason": "max_steps"}])
     stopped = _run(home, "stopped", [{"event": "start"}, {"event": "done", "step": 3, "reason": "stopped"}])
     failed = _run(home, "failed", [{"event": "start"}, {"event": "error", "step": 4, "message": "loss became nan"}])
+    # Refused while setting up, before its start event (e.g. task data that does not fit the block).
+    _run(home, "refused", [{"event": "error", "step": 0, "message": "prompts too long"}])
     # A failed attempt followed by a successful resume counts by its last start.
     resumed = _run(home, "resumed", [{"event": "start"}, {"event": "error", "message": "x"},
                                      {"event": "start"}, {"event": "done", "step": 9, "reason": "max_steps"}])
     by_name = {i.name: i for i in runs.list_runs()}
     assert {n: i.status for n, i in by_name.items()} == {
-        "new": "new", "finished": "finished", "stopped": "stopped", "failed": "failed", "resumed": "finished"}
+        "new": "new", "finished": "finished", "stopped": "stopped", "failed": "failed", "resumed": "finished",
+        "refused": "failed"}
     f = by_name["finished"]
     assert (f.step, f.max_steps, f.best_val_loss, f.params, f.model_kind) == (20, 2000, 2.1, 1234, "gpt")
     assert by_name["failed"].error == "loss became nan"
