@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from textual import events
 
 from tests.tui.pilot_helpers import wait_for, zoom_shows
 from benchmarks.tiny_run import make_tiny_run
@@ -74,7 +75,12 @@ async def test_typing_on_the_tab_starts_the_prompt_and_digits_still_switch_tabs(
                        what="generation to finish")
         await pilot.press("escape")  # nothing to stop: Escape leaves the field for the tab
         assert tab.has_focus
-        await pilot.press("5")
+        # Keys that arrive in one read (over SSH): once the typing started, '?' and digits are text too.
+        for key, character in [("x", "x"), ("question_mark", "?"), ("1", "1")]:
+            app.post_message(events.Key(key, character))
+        await pilot.pause()
+        assert prompt.value == "the cx?1" and app.query_one("TabbedContent").active == "generate"
+        await pilot.press("escape", "5")
         assert app.query_one("TabbedContent").active == "inspect"
 
 

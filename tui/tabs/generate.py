@@ -196,10 +196,13 @@ class GenerateTab(EngineTab, can_focus=True):
     def on_key(self, event: events.Key) -> None:
         """Typing on the tab itself (where pressing 4 lands) starts a prompt: a printable key focuses the
         prompt and goes into it. The app's keys stay theirs: digits switch tabs, '?' opens the help."""
-        if self.has_focus and event.is_printable and event.character not in "0123456789?":
+        prompt = self.query_one(PromptInput)
+        # Keys that came in one read (over SSH) were all queued for the tab before the first one moved the
+        # focus: once the typing has started, the rest of them are text, '?' and digits included.
+        typing = self.screen.focused is prompt
+        if event.is_printable and (typing or self.has_focus and event.character not in "0123456789?"):
             event.stop()
-            prompt = self.query_one(PromptInput)
-            prompt.focus()
+            self.screen.set_focus(prompt)
             prompt.insert_text_at_cursor(event.character)
 
     # -- actions ----------------------------------------------------------------------------------------
