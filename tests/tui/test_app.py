@@ -41,6 +41,23 @@ async def test_number_keys_switch_tabs_and_escape_leaves_a_field(corpus):
         assert app.animation_level == "none"
 
 
+async def test_a_run_pickers_blank_row_says_there_are_no_runs_only_while_there_are_none(corpus, home):
+    from benchmarks.tiny_run import make_tiny_run
+    from textual.widgets import Select
+    from tui.widgets.run_picker import NO_RUNS, RunPicker
+
+    app = SmallGPTApp(corpus=corpus)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        picker = app.query_one(RunPicker)
+        assert picker.run_dir is None and picker.query_one("#run", Select).prompt == NO_RUNS
+        make_tiny_run(home)
+        picker.refresh_runs()
+        await wait_for(pilot, lambda: picker.run_dir is not None, what="the new run")
+        assert picker.query_one("#run", Select).prompt != NO_RUNS  # the blank row of a list of runs
+
+
 async def test_help_lists_the_keys_of_the_app_and_of_every_tab(corpus):
     app = SmallGPTApp(corpus=corpus)
     async with app.run_test(size=(80, 24)) as pilot:

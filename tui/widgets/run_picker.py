@@ -20,6 +20,7 @@ from engine.config import CHECKPOINTS
 from tui.workers import ReportsWorkerErrors, engine_work
 
 log = logging.getLogger(__name__)
+NO_RUNS = "no runs yet: train one in the Train tab"
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RunPicker(ReportsWorkerErrors, Horizontal):
         self._last_active = ""
 
     def compose(self) -> ComposeResult:
-        yield Select([], prompt="no runs yet: train one in the Train tab", id="run", compact=True)
+        yield Select([], prompt=NO_RUNS, id="run", compact=True)
         yield Select([(c, c) for c in CHECKPOINTS], value=self._initial_checkpoint, allow_blank=False,
                      id="checkpoint", compact=True)
 
@@ -94,6 +95,8 @@ class RunPicker(ReportsWorkerErrors, Horizontal):
         active = str(getattr(self.app, "active_run", "") or "")
         current = select.value
         newest_first = sorted(runs, key=lambda r: r.started or 0.0, reverse=True)
+        # The prompt is also the list's blank first row: it reads as a choice only while there is none.
+        select.prompt = "pick a run" if runs else NO_RUNS
         with select.prevent(Select.Changed):  # re-listing is not a change of choice
             select.set_options([(f"{r.name} · {r.status} · step {r.step}", str(r.path)) for r in newest_first])
         if active in self._paths and active != self._last_active:
