@@ -23,6 +23,25 @@ def builtin_cache(tmp_path_factory) -> Path:
         yield path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def notes_kept():
+    """Every notification an app shows is also kept in its `notes_seen` (read by pilot_helpers.notes): the
+    app's own list drops a notification once its timeout passes, which a test on a busy machine can miss."""
+    from textual.app import App
+    from textual.notifications import Notification
+
+    notify = App.notify
+
+    def keeping(self, message, *args, **kwargs):
+        self.__dict__.setdefault("notes_seen", []).append(
+            Notification(str(message), severity=kwargs.get("severity", "information")))
+        return notify(self, message, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(App, "notify", keeping)
+        yield
+
+
 SMALL_CORPUS_CHARS = 200_000
 
 

@@ -20,7 +20,7 @@ from textual import events
 from textual.widgets import Input
 
 from tests.conftest import BIN
-from tests.tui.pilot_helpers import screen_svg, settle, wait_for, write_corpus
+from tests.tui.pilot_helpers import notes, screen_svg, settle, wait_for, write_corpus
 from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 
@@ -38,7 +38,7 @@ def setup(home, monkeypatch) -> Path:
 def assert_healthy(app: SmallGPTApp) -> None:
     assert app.is_running
     assert "Traceback" not in screen_svg(app)
-    assert not [n.message for n in app._notifications if "Internal error" in n.message]
+    assert not [n.message for n in notes(app) if "Internal error" in n.message]
 
 
 async def test_resize_storm_on_every_tab(setup):

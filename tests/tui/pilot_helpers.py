@@ -61,6 +61,11 @@ def write_finished_run(home: Path, name: str = "demo", steps: int = 200) -> Path
     return run
 
 
+def notes(app: Any) -> list[Any]:
+    """The notifications the app has shown, in order (kept by tests/conftest.py's notes_kept)."""
+    return app.__dict__.get("notes_seen", [])
+
+
 async def settle(pilot: Pilot, timeout: float = 60.0) -> None:
     """Wait until every worker has finished but the endless ones (the Train tab's run follower and the
     DirectoryTree's loader), then for the screen."""

@@ -11,7 +11,7 @@ from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, TabbedContent
 
 from engine.errors import CorpusError
-from tests.tui.pilot_helpers import screen_svg, settle, wait_for, write_corpus
+from tests.tui.pilot_helpers import notes, screen_svg, settle, wait_for, write_corpus
 import tui.messages
 from tui.app import TABS, SmallGPTApp
 from tui.messages import Progress, progress_poster
@@ -118,7 +118,7 @@ async def test_engine_error_is_one_notification_and_the_app_keeps_running(corpus
         app.query_one("#corpus-source", Input).focus()
         await pilot.press("enter")
         await settle(pilot)
-        messages = [n.message for n in app._notifications]
+        messages = [n.message for n in notes(app)]
         assert len(messages) == 1 and "no/such/file.txt" in messages[0]
         assert "Traceback" not in messages[0]
         assert app.is_running
@@ -153,7 +153,7 @@ async def test_internal_error_is_a_short_notification_with_the_traceback_in_the_
         monkeypatch.setattr(engine.corpora, "corpus_stats", broken)  # a bug in the engine
         app.query_one(DataTab).load(corpus)
         await settle(pilot)
-        [note] = [n.message for n in app._notifications]
+        [note] = [n.message for n in notes(app)]
         assert note == f"Internal error (KeyError), see {app_logging}"
         assert app.is_running
     log = app_logging.read_text()
@@ -165,7 +165,7 @@ async def test_user_error_keeps_its_sentence_and_markup_is_not_interpreted(corpu
     async with app.run_test(size=(120, 40)) as pilot:
         app.report_error(CorpusError("File [bold]x[/] is empty: give it some text."))
         await pilot.pause()
-        assert [n.message for n in app._notifications][-1] == "File [bold]x[/] is empty: give it some text."
+        assert [n.message for n in notes(app)][-1] == "File [bold]x[/] is empty: give it some text."
 
 
 async def test_resizing_down_to_40x12_on_every_tab_lays_the_tab_out_again(corpus):
@@ -183,7 +183,7 @@ async def test_resizing_down_to_40x12_on_every_tab_lays_the_tab_out_again(corpus
                                what=f"the {title} tab at {width}x{height}")
                 screen = screen_svg(app)
                 assert "Traceback" not in screen and title in screen
-        assert not app._notifications
+        assert not notes(app)
 
 
 def screen_colours(app: SmallGPTApp) -> set[str]:

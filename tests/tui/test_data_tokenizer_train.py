@@ -10,7 +10,8 @@ from textual.widgets import Button, Input, Select
 
 from engine.config import RunConfig, apply_overrides
 from engine.runs import create_run, is_running, launch, list_runs, stop_run, wait_stopped
-from tests.tui.pilot_helpers import TINY_FORM, fill_train_form, settle, wait_for, write_corpus, write_finished_run
+from tests.tui.pilot_helpers import (TINY_FORM, fill_train_form, notes, settle, wait_for, write_corpus,
+                                     write_finished_run)
 from tui.app import SmallGPTApp
 from tui.run_history import RunHistory
 from tui.screens import QuitScreen
@@ -118,7 +119,7 @@ async def test_a_new_app_reattaches_to_a_live_run_with_its_history(corpus, home)
             await wait_for(pilot, lambda: _attached(second) is not None, timeout=30, what="re-attach")
             # The note is posted as a message with the attach: it shows once the app has handled it.
             await wait_for(pilot, lambda: any("Re-attached to live run live" in n.message
-                                              for n in second._notifications), what="the re-attach note")
+                                              for n in notes(second)), what="the re-attach note")
             w = _attached(second)
             await wait_for(pilot, lambda: len(w.history.train_loss) > seen and w.running, timeout=60,
                            what="history plus new points")
@@ -175,7 +176,7 @@ async def test_starting_with_a_missing_corpus_is_a_notification(home, monkeypatc
         await fill_train_form(pilot, TINY_FORM)
         await pilot.press("ctrl+s")
         await settle(pilot)
-        messages = [n.message for n in app._notifications]
+        messages = [n.message for n in notes(app)]
         assert messages and all("missing.txt" in m for m in messages)
         assert not any("Traceback" in m or "Internal error" in m for m in messages)
         assert app.is_running
@@ -198,11 +199,11 @@ async def test_a_followed_run_that_fails_is_a_notification_with_its_message(corp
             # The follower has read the whole history (20 loss points): that alone is no news.
             await wait_for(pilot, lambda: _attached(app) is not None and len(_attached(app).history.train_loss) == 20,
                            what="the history")
-            assert not app._notifications
+            assert not notes(app)
             message = "The loss became non-finite (nan) at step 210: resume from the last checkpoint with a lower lr."
             with events.open("a") as f:
                 f.write(json.dumps({"event": "error", "step": 210, "time": 11.0, "message": message}) + "\n")
-            await wait_for(pilot, lambda: any(message in n.message for n in app._notifications),
+            await wait_for(pilot, lambda: any(message in n.message for n in notes(app)),
                            what="the failure notification")
             await wait_for(pilot, lambda: "non-finite" in str(app.query_one("#run-status").render()),
                            what="the failure in the run's status")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from textual import events
 
-from tests.tui.pilot_helpers import wait_for, zoom_shows
+from tests.tui.pilot_helpers import notes, wait_for, zoom_shows
 from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab, parse_sampling
@@ -136,9 +136,9 @@ async def test_bad_sampling_value_is_one_clear_notification(run):
         set_field(tab, "temperature", "hot")
         tab.query_one(PromptInput).focus()
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app._notifications, what="the notification")
+        await wait_for(pilot, lambda: notes(app), what="the notification")
         assert not tab.running
-        assert [n.message for n in app._notifications] == ["temp must be a number (got 'hot')."]
+        assert [n.message for n in notes(app)] == ["temp must be a number (got 'hot')."]
 
 
 def test_parse_sampling_reads_empty_top_k_and_top_p_as_off():
@@ -280,7 +280,7 @@ async def test_export_writes_svg_and_npz(run, home):
         tab = await inspect(app, pilot)
         tab.query_one("#grid").focus()
         await pilot.press("s")
-        await wait_for(pilot, lambda: any("Exported" in n.message for n in app._notifications), what="the export")
+        await wait_for(pilot, lambda: any("Exported" in n.message for n in notes(app)), what="the export")
     svgs = list((home / "exports").glob("*.svg"))
     npzs = list((home / "exports").glob("*.npz"))
     assert len(svgs) == 1 and len(npzs) == 1
@@ -331,6 +331,6 @@ async def test_a_failed_generation_is_reported_once(run):
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not tab.running, what="the failure")
         await pilot.pause(0.3)
-        errors = [n.message for n in app._notifications if n.severity == "error"]
+        errors = [n.message for n in notes(app) if n.severity == "error"]
         assert len(errors) == 1 and "int8" in errors[0]
         assert "generate failed" in str(tab.query_one("#gen-status").render())

@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from textual.widgets import Input, Static  # noqa: E402
 
 from tests.hf_gpt2 import save_tiny_gpt2  # noqa: E402
-from tests.tui.pilot_helpers import settle, wait_for, write_corpus  # noqa: E402
+from tests.tui.pilot_helpers import notes, settle, wait_for, write_corpus  # noqa: E402
 from tui.app import SmallGPTApp  # noqa: E402
 from tui.import_screen import ImportScreen  # noqa: E402
 
@@ -43,4 +43,4 @@ async def test_import_a_model_folder_from_the_command_palette(home, monkeypatch)
         await settle(pilot)
         assert app.active_run == str(home / "checkpoints" / "mini")
         assert (home / "checkpoints" / "mini" / "ckpt" / "latest" / "model.safetensors").is_file()
-        assert any("Imported mini" in n.message for n in app._notifications)
+        assert any("Imported mini" in n.message for n in notes(app))

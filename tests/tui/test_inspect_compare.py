@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from textual.widgets import DataTable, Select
 
-from tests.tui.pilot_helpers import wait_for
+from tests.tui.pilot_helpers import notes, wait_for
 from benchmarks.tiny_run import CORPUS, make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.inspect import InspectTab
@@ -142,8 +142,8 @@ async def test_a_checkpoint_of_another_shape_is_one_clear_notification(home):
         pick(tab, "insp-run-b", other, "best")
         tab.query_one(PromptInput).focus()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app._notifications, what="the error")
-        assert [n.message for n in app._notifications] == [
+        await wait_for(pilot, lambda: notes(app), what="the error")
+        assert [n.message for n in notes(app)] == [
             "tiny/best and wide/best differ in shape (layers x heads, block size: 2x2, 32 vs 2x4, 32): compare "
             "checkpoints of one run, or a run with the one it was fine-tuned from."]
         assert tab.result is None
