@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..corpora import load_corpus
 from ..errors import ConfigError, RunError
 from ..rundir import RunDir, read_task_info  # noqa: F401 (engine.tasks.read_task_info for its callers)
 from ..tokenizer import Tokenizer
 from .base import Batch, Task, bucketed
 from .classify import ClassifyTask, balanced
-from .instruct import TEMPLATES, InstructTask
+from .instruct import TEMPLATES, InstructTask, messages_of, prompt_text
 from .lm import LMTask
 from .records import TaskData, load_task_data, split
 
-__all__ = ["Batch", "Task", "bucketed", "make_task", "task_info", "read_task_info", "write_task_info"]
+__all__ = ["Batch", "Task", "bucketed", "make_task", "task_info", "read_task_info", "write_task_info", "sample_text"]
 
 
 def make_task(cfg: RunConfig, tokenizer: Tokenizer, run_dir: Path | None = None) -> Task:
@@ -70,3 +71,15 @@ def task_info(cfg: RunConfig) -> tuple[TaskData, dict[str, Any]]:
 
 def write_task_info(run_dir: Path, info: dict[str, Any]) -> None:
     RunDir(run_dir).task.write_text(json.dumps(info, indent=1, ensure_ascii=False))
+
+
+def sample_text(cfg: RunConfig) -> str:
+    """A text the run reads, for a view that needs one (Inspect's empty prompt): the start of a language model's
+    corpus; a task run's first held-out record as its model sees it (a classify text, an instruct prompt)."""
+    if cfg.task.kind == "lm":
+        return next(iter(load_corpus(cfg.data.corpus).iter_text(chunk_chars=4096)), "")
+    data, info = task_info(cfg)
+    record = data.records[(data.parts["val"] or data.parts["train"])[0]]
+    if cfg.task.kind == "classify":
+        return record["text"]
+    return prompt_text(info["template"], messages_of(record)[:-1])  # up to where the response starts

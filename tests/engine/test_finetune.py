@@ -344,6 +344,19 @@ def test_split_is_seeded_and_recorded(base, home):
     assert cfg.task.init_from == "base" and cfg.model.n_classes == 3
 
 
+def test_sample_text_is_what_the_runs_model_reads(base, home):
+    from engine.tasks import sample_text
+
+    classify = RunConfig.load(finetune("classify", "python-kinds", "c") / "config.toml")
+    records = load_task_data("python-kinds", "classify").records
+    assert sample_text(classify) in {r["text"] for r in records}
+    instruct = RunConfig.load(finetune("instruct", "python-instruct", "i") / "config.toml")
+    prompt = sample_text(instruct)
+    assert prompt.startswith("Below is an instruction") and prompt.endswith("### Response:\n")
+    lm = RunConfig.load(home / "checkpoints" / "base" / "config.toml")
+    assert sample_text(lm) and Path(lm.data.corpus).read_text(encoding="utf-8").startswith(sample_text(lm))
+
+
 def test_the_catalog_instruction_set_is_read_as_alpaca_json(home):
     """instruction-data (seed 004's set) resolves through the catalog; here its download is already cached."""
     from engine.corpora import _catalog, _download_path
