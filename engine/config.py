@@ -45,7 +45,7 @@ class Knob:
     choices: tuple[str, ...] = ()
     bounds: str = ""  # an interval such as "[1, inf)" or "(0, 0.5)", checked by validate()
     commands: tuple[str, ...] = ()  # the `smallgpt` commands that take it as a flag
-    label: str = ""  # its label in a TUI form (Train tab: model/train knobs; Generate tab: sample); "" = none
+    label: str = ""  # its label in a TUI form (Train tab: a run's knobs; Generate tab: sample); "" = none
     optional: bool = False  # None is allowed: "off" (an empty form field)
     prefix: str = ""  # the flag's prefix ("lora_": --lora-rank for [lora] rank)
     tasks: tuple[str, ...] = ()  # the Train form shows its field only for these task kinds; () = every task
