@@ -184,7 +184,7 @@ class InspectTab(EngineTab, can_focus=True):
         self.query_one("#insp-a").display = message.active
         if message.active and self.result is not None:
             self.action_inspect()
-        elif message.active:
+        elif message.active and message.switched:
             self._set_status("compare: pick B beside 'vs B', then Enter in the prompt (or ctrl+s)")
         elif self.result is not None and self.result.comparison is not None:
             self._show(replace(self.result, comparison=None))  # A is already there: nothing to recompute

@@ -18,8 +18,9 @@ from tui.widgets.run_picker import RunPicked, RunPicker
 
 @dataclass
 class CompareChanged(Message):
-    """Compare mode was switched, or checkpoint B changed while it is on."""
+    """Compare mode was switched, or checkpoint B changed while it is on (switched False)."""
     active: bool
+    switched: bool = True
 
 
 class CompareBar(Horizontal):
@@ -41,4 +42,4 @@ class CompareBar(Horizontal):
     def on_run_picked(self, event: RunPicked) -> None:
         event.stop()  # the tab's own RunPicked handler is for A
         if self.active:
-            self.post_message(CompareChanged(True))
+            self.post_message(CompareChanged(True, switched=False))
