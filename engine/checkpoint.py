@@ -6,7 +6,7 @@ Nothing here is ever unpickled: weights and optimizer tensors are safetensors, e
 
 A checkpoint is written into a temp dir inside ckpt/, every file and the dir fsynced, then renamed into
 place. Replacing an existing one renames the old away first, then the new in, then deletes the old, so a
-reader always finds either the complete new checkpoint or the complete previous one (`_find`), even
+reader always finds either the complete new checkpoint or the complete previous one (`checkpoint_dir`), even
 after a kill -9 between the two renames. state.json is written last: a dir without it is incomplete.
 """
 
@@ -31,18 +31,17 @@ from .lora import adapter_tensors, is_adapted, load_adapters, merge, set_trainab
 from .models import build_model
 from .quantize import FORMAT as INT8_FORMAT
 from .quantize import quantize_model
-from .rundir import CHECKPOINTS, RunDir
+from .rundir import CHECKPOINTS, STATE_FILE, RunDir
 from .runs import resolve_run
 from .tokenizer import Tokenizer
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
-STATE_FILE = "state.json"
 
 
 def checkpoint_dir(run_dir: Path, which: str) -> Path | None:
     """The complete checkpoint `which` of a run (or the previous one a crash left), or None."""
-    return _find(RunDir(run_dir).checkpoints, which)
+    return RunDir(run_dir).complete_checkpoint(which)
 
 
 def find(run_dir: Path, which: str) -> Path | None:
@@ -278,16 +277,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
             g["betas"] = tuple(g["betas"])
         groups.append(g)
     return {"state": state, "param_groups": groups}
-
-
-def _find(root: Path, which: str) -> Path | None:
-    target = root / which
-    if (target / STATE_FILE).is_file():
-        return target
-    # A crash between "rename old away" and "rename new in" leaves only .old-<which>-<pid>: still complete.
-    olds = sorted((p for p in root.glob(f".old-{which}-*") if (p / STATE_FILE).is_file()),
-                  key=lambda p: p.stat().st_mtime, reverse=True)
-    return olds[0] if olds else None
 
 
 def _clean_leftovers(root: Path, which: str) -> None:

@@ -45,7 +45,7 @@ class Knob:
     choices: tuple[str, ...] = ()
     bounds: str = ""  # an interval such as "[1, inf)" or "(0, 0.5)", checked by validate()
     commands: tuple[str, ...] = ()  # the `smallgpt` commands that take it as a flag
-    label: str = ""  # its label in a TUI form (Train tab: model/train knobs; Generate tab: sample); "" = none
+    label: str = ""  # its label in a TUI form (Train tab: a run's knobs; Generate tab: sample); "" = none
     optional: bool = False  # None is allowed: "off" (an empty form field)
     prefix: str = ""  # the flag's prefix ("lora_": --lora-rank for [lora] rank)
     tasks: tuple[str, ...] = ()  # the Train form shows its field only for these task kinds; () = every task
@@ -68,6 +68,10 @@ class Knob:
         raw = raw.strip()
         if self.optional and raw == "":
             return None
+        if self.type is bool:
+            if raw.lower() not in ("true", "false"):
+                raise ValueError(f"must be true or false (got '{raw}')")
+            return raw.lower() == "true"
         if self.type in (int, float):
             try:
                 return self.type(raw)
@@ -132,6 +136,8 @@ FINETUNE = ("finetune",)
 TUNE = ("train", "finetune")  # training knobs both commands take
 LM = ("lm",)  # form fields only a language model trained from scratch shows
 CLASSIFY = ("classify",)
+INSTRUCT = ("instruct",)
+FINE_TUNES = ("classify", "instruct")
 GENERATE = ("generate", "chat")  # the sampling knobs
 
 
@@ -161,7 +167,7 @@ class ModelConfig:
 class DataConfig:
     TABLE: ClassVar[str] = "data"
     corpus: str = knob("python-docs", "built-in name, catalog name, file, folder, glob or http(s) URL (a task "
-                       "run: its task data)", commands=TRAIN, label="data", tasks=("classify", "instruct"))
+                       "run: its task data)", commands=TRAIN, label="data", tasks=FINE_TUNES)
     tokenizer: str = knob("", "path to a tokenizer.json; empty: train one of tokenizer_kind on the corpus",
                           commands=TRAIN)
     tokenizer_kind: str = knob("char", "the tokenizer the run trains when none is given", choices=TOKENIZER_KINDS,
@@ -214,11 +220,12 @@ class TaskConfig:
                          label="text col", tasks=CLASSIFY)
     label_col: str = knob("", "classification CSV/TSV label column (name or 0-based number)", commands=FINETUNE,
                           label="label col", tasks=CLASSIFY)
-    balance: bool = knob(False, "classify: undersample every class to the rarest one's count", commands=FINETUNE)
+    balance: bool = knob(False, "classify: undersample every class to the rarest one's count", commands=FINETUNE,
+                         label="balance", tasks=CLASSIFY)
     test_ratio: float = knob(0.1, "records held out for the final test report", bounds="[0, 0.5)",
-                             commands=FINETUNE)
+                             commands=FINETUNE, label="test ratio", tasks=FINE_TUNES)
     eval_samples: int = knob(2, "instruct: held-out instructions answered at each eval", bounds="[0, inf)",
-                             commands=FINETUNE)
+                             commands=FINETUNE, label="eval samples", tasks=INSTRUCT)
 
 
 @dataclass
@@ -231,9 +238,10 @@ class LoraConfig:
                      commands=FINETUNE, label="LoRA rank")
     alpha: float = knob(16.0, "LoRA scale numerator (the update is alpha / rank * B A)", bounds="(0, inf)",
                         commands=FINETUNE, label="LoRA alpha")
-    dropout: float = knob(0.05, "dropout on the adapters' input", bounds="[0, 1)", commands=FINETUNE)
+    dropout: float = knob(0.05, "dropout on the adapters' input", bounds="[0, 1)", commands=FINETUNE,
+                          label="LoRA dropout")
     targets: str = knob("c_attn,c_proj,c_fc", "comma-separated names of the Linear layers to adapt",
-                        commands=FINETUNE)
+                        commands=FINETUNE, label="LoRA targets")
 
 
 @dataclass

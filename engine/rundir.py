@@ -18,6 +18,7 @@ from .errors import RunError
 
 CHECKPOINTS = ("latest", "best", "int8")  # what a run's checkpoint can be called
 FP32_CHECKPOINTS = CHECKPOINTS[:2]  # the trained weights themselves (int8 is derived from them)
+STATE_FILE = "state.json"  # a checkpoint's file written last: a checkpoint directory without it is incomplete
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,17 @@ class RunDir:
         return self.path / "ckpt"
 
     def checkpoint(self, which: str) -> Path:
-        """ckpt/<which> (latest, best or int8); whether it is complete is engine.checkpoint's business."""
+        """ckpt/<which> (latest, best or int8), complete or not."""
         return self.checkpoints / which
+
+    def complete_checkpoint(self, which: str) -> Path | None:
+        """The complete checkpoint `which`, or the previous copy a crash between engine.checkpoint's two
+        renames left (.old-<which>-<pid>), or None."""
+        if (self.checkpoint(which) / STATE_FILE).is_file():
+            return self.checkpoint(which)
+        olds = sorted((p for p in self.checkpoints.glob(f".old-{which}-*") if (p / STATE_FILE).is_file()),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        return olds[0] if olds else None
 
     def is_run(self) -> bool:
         """A directory holds a run once it has its config.toml."""

@@ -290,6 +290,13 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
     return sorted(infos, key=lambda r: (r.started or RunDir(r.path).config.stat().st_mtime), reverse=True)
 
 
+def base_checkpoints(root: Path | None = None) -> list[tuple[str, str]]:
+    """What a run can start from (task.init_from), newest run first: ("NAME:which", "PATH:which") for each
+    of its best and latest checkpoints that exists; imported and never-trained runs included."""
+    return [(f"{r.name}:{which}", f"{r.path}:{which}") for r in list_runs(root) for which in ("best", "latest")
+            if RunDir(r.path).complete_checkpoint(which) is not None]
+
+
 def tail(run_dir: Path, follow: bool = False, interval: float = 0.5) -> Iterator[dict[str, Any]]:
     """The run's events; with follow, keep yielding new ones until the run is no longer running."""
     reader = EventReader(run_dir)

@@ -95,7 +95,8 @@ async def zoom_shows(pilot: Pilot, tab: Any, matrix: Any, **view: Any) -> None:
     expected = display_values(matrix, **view)
     zoom = tab.query_one(Heatmap)
     await wait_for(pilot, lambda: zoom.values is not None and zoom.values.shape == expected.shape
-                   and np.allclose(zoom.values, expected) and zoom.selected_row == tab.position, what="the redraw")
+                   and np.allclose(zoom.values, expected) and zoom.selected_row == tab.view.position,
+                   what="the redraw")
 
 
 async def fill_train_form(pilot: Pilot, values: dict[str, str]) -> None:

@@ -182,28 +182,28 @@ async def test_inspect_navigation_changes_layer_head_and_the_drawn_matrix(run):
     app = SmallGPTApp()
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await inspect(app, pilot)
-        assert (tab.sel_layer, tab.sel_head) == (0, 0)
+        assert (tab.view.layer, tab.view.head) == (0, 0)
         await pilot.press("enter")  # zoom into L0 H0
-        assert tab.zoomed
+        assert tab.view.zoomed
         await zoom_shows(pilot, tab, tab.inspection.attn[0, 0])
         zoom = tab.query_one(Heatmap)
         before = zoom.values.copy()
         await pilot.press("right_square_bracket", "full_stop")
-        assert (tab.sel_layer, tab.sel_head) == (1, 1)
+        assert (tab.view.layer, tab.view.head) == (1, 1)
         await zoom_shows(pilot, tab, tab.inspection.attn[1, 1])
         assert not np.allclose(zoom.values, before)
         await pilot.press("comma", "left_square_bracket")
-        assert (tab.sel_layer, tab.sel_head) == (0, 0)
+        assert (tab.view.layer, tab.view.head) == (0, 0)
         # Up moves the query token in the zoomed view; `a` averages the layer's heads.
-        last = tab.position
+        last = tab.view.position
         await pilot.press("up")
-        assert tab.position == last - 1
+        assert tab.view.position == last - 1
         await pilot.press("a")
         await zoom_shows(pilot, tab, tab.inspection.attn[0].mean(axis=0))
         await pilot.press("escape")  # back to the grid, where arrows move between layers and heads
-        assert not tab.zoomed
+        assert not tab.view.zoomed
         await pilot.press("down", "right")
-        assert (tab.sel_layer, tab.sel_head) == (1, 1)
+        assert (tab.view.layer, tab.view.head) == (1, 1)
 
 
 async def test_holding_a_key_redraws_at_most_ten_times_a_second(run, monkeypatch):
@@ -220,9 +220,9 @@ async def test_holding_a_key_redraws_at_most_ten_times_a_second(run, monkeypatch
         before, started = len(draws), time.monotonic()
         for _ in range(15):  # a held arrow key: 15 moves faster than any frame (the prompt has 22 tokens)
             tab.action_move(-1, 0)
-        assert tab.position == len(tab.inspection.tokens) - 1 - 15
+        assert tab.view.position == len(tab.inspection.tokens) - 1 - 15
         # The last state is drawn in the end...
-        await wait_for(pilot, lambda: tab.query_one(Heatmap).selected_row == tab.position, what="the last move")
+        await wait_for(pilot, lambda: tab.query_one(Heatmap).selected_row == tab.view.position, what="the last move")
         # ...by at most one redraw per tenth of a second since the first move (however slow the machine).
         assert 1 <= len(draws) - before <= (time.monotonic() - started) * 10 + 1
 
@@ -232,7 +232,7 @@ async def test_view_toggles_hide_the_sink_and_change_the_scale(run):
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await inspect(app, pilot)
         await pilot.press("enter", "f", "c")
-        assert tab.hide_first and tab.scale == "sqrt"
+        assert tab.view.hide_first and tab.view.scale == "sqrt"
         await zoom_shows(pilot, tab, tab.inspection.attn[0, 0], hide_first=True, scale="sqrt")
         assert np.all(tab.query_one(Heatmap).values[:, 0] == 0)  # the first key column is hidden
 
@@ -297,7 +297,7 @@ async def test_lstm_runs_show_hidden_activations(home):
         tab = await inspect(app, pilot, "the dog")
         heatmap = tab.query_one(Heatmap)
         await wait_for(pilot, lambda: heatmap.values is not None, what="the activations")
-        assert tab.is_lstm and tab.zoomed
+        assert tab.is_lstm and tab.view.zoomed
         assert heatmap.values.shape == (24, len(tab.inspection.tokens))  # units x time
 
 

@@ -28,8 +28,8 @@ async def test_a_run_started_from_an_imported_model(home, monkeypatch):
         await pilot.press("3")
         form = app.query_one(TrainForm)
         picker = form.query_one(f"#{field_id(KNOB['task.init_from'])}", Select)
-        await wait_for(pilot, lambda: f"{source}:best" in [v for _, v in picker._options], what="the imported run")
-        picker.value = f"{source}:best"
+        await wait_for(pilot, lambda: f"{source}:latest" in [v for _, v in picker._options], what="the imported run")
+        picker.value = f"{source}:latest"
         await pilot.pause()
         assert "shape, tokenizer and weights of mini" in str(form.query_one("#train-data").render())
         await fill_train_form(pilot, {"max_steps": "2", "batch_size": "2", "eval_interval": "2", "warmup_steps": "0",
@@ -40,6 +40,6 @@ async def test_a_run_started_from_an_imported_model(home, monkeypatch):
         await wait_for(pilot, lambda: any(e["event"] == "done" for e in read_events(run)) if run.is_dir() else False,
                        timeout=180, what="the run to finish")
     cfg, src = RunConfig.load(run / "config.toml"), RunConfig.load(source / "config.toml")
-    assert cfg.model == src.model and cfg.task.init_from == f"{source}:best"
+    assert cfg.model == src.model and cfg.task.init_from == f"{source}:latest"
     start = next(e for e in read_events(run) if e["event"] == "start")
     assert start["init_source"]["run"] == str(source) and start["init_source"]["import"]["architecture"] == "gpt2"

@@ -95,8 +95,8 @@ async def test_compare_the_last_checkpoint_with_the_first_and_see_the_ranked_hea
         top_l, top_h = cmp.ranking[0]
         assert table.get_row_at(0)[2].plain.strip() == change_text(cmp.distance[top_l, top_h])
         # Today's keys: select the most changed head, zoom: A | B | A - B of that head.
-        while (tab.sel_layer, tab.sel_head) != (top_l, top_h):
-            await pilot.press("full_stop" if tab.sel_layer == top_l else "right_square_bracket")
+        while (tab.view.layer, tab.view.head) != (top_l, top_h):
+            await pilot.press("full_stop" if tab.view.layer == top_l else "right_square_bracket")
         await pilot.press("enter")
         await pilot.pause(0.3)  # the redraw throttle
         a, b, diff = tab.query_one(Heatmap).panel_values
@@ -108,7 +108,7 @@ async def test_compare_the_last_checkpoint_with_the_first_and_see_the_ranked_hea
         # Enter on a row of the ranking zooms into that head.
         table.focus()
         await pilot.press("down", "enter")
-        assert (tab.sel_layer, tab.sel_head) == cmp.ranking[1] and tab.zoomed
+        assert (tab.view.layer, tab.view.head) == cmp.ranking[1] and tab.view.zoomed
         tab.focus()
         # Export keeps the comparison beside A's arrays.
         await pilot.press("s")

@@ -10,7 +10,7 @@ only re-slice its arrays, never recompute them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,9 @@ from textual.app import ComposeResult
 from textual.widgets import ContentSwitcher, Static
 
 from tui.render.heatmap import signed_display_values
-from tui.widgets.heatmap import HeadGrid, Heatmap, display_values, token_label
+from tui.widgets.heatmap import SCALES, HeadGrid, Heatmap, display_values, token_label
+
+AGGREGATES = ("single", "mean", "max")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,18 @@ class View:
     hide_first: bool = False
     row_normalize: bool = False
     scale: str = "linear"
+
+    def step(self, dims: tuple[int, int, int], layer: int = 0, head: int = 0, position: int = 0) -> View:
+        """Moved by the given deltas: layers and heads wrap around, the query token stops at the ends."""
+        n_layers, n_heads, n_tokens = dims
+        return replace(self, layer=(self.layer + layer) % max(1, n_layers), head=(self.head + head) % max(1, n_heads),
+                       position=max(0, min(n_tokens - 1, self.position + position)))
+
+    def next_option(self, name: str) -> View:
+        """The next value of a display option: aggregate and scale cycle, the others toggle."""
+        value = getattr(self, name)
+        cycle = {"aggregate": AGGREGATES, "scale": SCALES}.get(name)
+        return replace(self, **{name: cycle[(cycle.index(value) + 1) % len(cycle)] if cycle else not value})
 
     def values(self, matrix: np.ndarray) -> np.ndarray:
         return display_values(matrix, hide_first=self.hide_first, row_normalize=self.row_normalize, scale=self.scale)

@@ -56,9 +56,11 @@ def field_id(k: Knob) -> str:
 
 
 def _form_order(k: Knob) -> int:
-    """The Task section reads: task, from, data; its columns; then how it trains (a stable sort: declaration
-    order within each group)."""
-    return 2 if k.path == "task.train" or k.table == "lora" else 1 if k.path.endswith("_col") else 0
+    """The Task section reads: task, from, data; how the data is read and split; then how it trains (a
+    stable sort: declaration order within each group)."""
+    if k.path == "task.train" or k.table == "lora":
+        return 2
+    return 1 if k.table == "task" and k.name not in ("kind", "init_from") else 0
 
 
 def saved_key(k: Knob) -> str:
@@ -115,6 +117,10 @@ class TrainForm(ReportsWorkerErrors, Vertical):
             elif k.path == "task.train":
                 scope = value if value in dict(SCOPES).values() else "last" if str(value).startswith("last-") else ""
                 yield Select(SCOPES, value=scope, allow_blank=False, compact=True, id=field_id(k))
+            elif k.type is bool:
+                # str(bool) values: a Select's blank value is False
+                yield Select([("off", "False"), ("on", "True")], value=str(str(value).lower() == "true"),
+                             allow_blank=False, compact=True, id=field_id(k))
             elif k.choices:
                 yield Select([(c, c) for c in k.choices], value=value if value in k.choices else k.choices[0],
                              allow_blank=False, compact=True, id=field_id(k))
@@ -127,6 +133,8 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         yield Static(id=f"{field_id(k)}-error", classes="field-error")
 
     def on_mount(self) -> None:
+        for title in self.query("CollapsibleTitle"):
+            title.can_focus = False  # Tab goes from field to field; a click on a section's title still folds it
         self.watch(self.app, "corpus", self._show_data_choice)
         self.watch(self.app, "tokenizer_path", self._show_data_choice)
         self._list_bases()
@@ -148,11 +156,9 @@ class TrainForm(ReportsWorkerErrors, Vertical):
 
     @engine_work("list-bases")
     def _list_bases(self) -> None:
-        from engine.runs import list_runs
+        from engine.runs import base_checkpoints
 
-        runs = sorted(list_runs(), key=lambda r: r.started or 0.0, reverse=True)
-        # Imported runs (`smallgpt import`, a GPT-2 folder) are bases like any other.
-        self.post_message(BaseRuns([(f"{r.name}:{c}", f"{r.path}:{c}") for r in runs for c in ("best", "latest")]))
+        self.post_message(BaseRuns(base_checkpoints()))
 
     def on_base_runs(self, message: BaseRuns) -> None:
         select = self.query_one(f"#{field_id(KNOB['task.init_from'])}", Select)
@@ -323,8 +329,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         cfg = preset(name)
         for k in FIELDS:
             value = getattr(getattr(cfg, k.table), k.name)
-            w = self.query_one(f"#{field_id(k)}")
-            w.value = value if isinstance(w, Select) else str(value)  # type: ignore[attr-defined]
+            self.query_one(f"#{field_id(k)}").value = str(value)  # type: ignore[attr-defined]
         self.validate()
 
     def remember(self) -> None:
