@@ -9,6 +9,7 @@ from typing import Any
 
 from textual.message import Message
 from textual.widget import Widget
+from textual.worker import Worker, WorkerState
 
 from tui import model_cache
 from tui.workers import ReportsWorkerErrors, engine_work
@@ -29,6 +30,12 @@ class InspectResult:
 @dataclass
 class InspectionReady(Message):
     result: InspectResult
+
+
+@dataclass
+class InspectionFailed(Message):
+    """Said in the status line too (the notification goes): the status must not still read 'inspecting…'."""
+    message: str
 
 
 class Inspector(ReportsWorkerErrors, Widget):
@@ -53,15 +60,20 @@ class Inspector(ReportsWorkerErrors, Widget):
             result = InspectResult(run_dir, checkpoint, prompt, cmp.a, requested, comparison=cmp)
         self.post_message(InspectionReady(result))
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:  # ReportsWorkerErrors notifies
+        if event.state == WorkerState.ERROR:
+            self.post_message(InspectionFailed(str(event.worker.error)))
+
 
 def label(run_dir: Path, checkpoint: str) -> str:
     return f"{run_dir.name}/{checkpoint}"
 
 
 def default_prompt(cfg: Any, tokenizer: Any) -> str:
-    """The first DEFAULT_PROMPT_TOKENS tokens of the run's corpus (capped at its block size)."""
-    from engine.corpora import load_corpus
+    """DEFAULT_PROMPT_TOKENS tokens (capped at the block size) of what the run's model reads: the start of its
+    corpus, or the end of a task run's first held-out record, where its model answers."""
+    from engine.tasks import sample_text
 
     n = min(DEFAULT_PROMPT_TOKENS, cfg.model.block_size)
-    text = next(iter(load_corpus(cfg.data.corpus).iter_text(chunk_chars=4096)), "")
-    return tokenizer.decode(tokenizer.encode(text)[:n])
+    ids = tokenizer.encode(sample_text(cfg))
+    return tokenizer.decode(ids[:n] if cfg.task.kind == "lm" else ids[-n:])
