@@ -93,7 +93,7 @@ async def test_the_generated_task_fields_show_for_their_task_and_reach_the_confi
         await _set(pilot, form, {"task.kind": "classify"})
         # No base picked yet: the message is under "from", in the form's words (no knob path).
         error = form.query_one(f"#{field_id(KNOB['task.init_from'])}-error")
-        assert str(error.render()) == "a classify run fine-tunes a base run: pick one." and error.display
+        assert str(error.render()) == "a fine-tune starts from a base run: pick one." and error.display
         assert form.query_one("#start").disabled
         await _options(pilot, form, base)
         await _set(pilot, form, {"task.init_from": f"{base}:best", "data.corpus": str(data), "task.train": "lora"})

@@ -276,7 +276,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
             from engine.config import finetune_config
 
             if not init_from:
-                return None, {field_id(KNOB["task.init_from"]): f"a {kind} run fine-tunes a base run: pick one."}
+                return None, {field_id(KNOB["task.init_from"]): "a fine-tune starts from a base run: pick one."}
             data = values["data"].pop("corpus", None) or app.corpus
             values.pop("model")
             return finetune_config(kind, init_from, data, values), {}
