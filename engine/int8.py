@@ -24,7 +24,7 @@ Progress = Callable[[float, str], None]
 def save_int8(run_dir: Path, which: str = "best", eval_tokens: int = REPORT_EVAL_TOKENS,
               progress: Progress | None = None, decode_tokens: int = 64, repeats: int = 3) -> dict[str, Any]:
     """Quantize the run's `which` checkpoint, write RUN/ckpt/int8/ atomically and return the report:
-    fp32_bytes, int8_bytes, size_ratio, fp32/int8 val loss and perplexity, prefill and decode tokens/s
+    fp32_bytes (of the fp32 model), int8_bytes (of the int8 checkpoint), size_ratio, fp32/int8 val loss and perplexity, prefill and decode tokens/s
     of each (see measure_speed for decode_tokens and repeats), and whether the int8 matmul ran on
     `_int_mm`."""
 
@@ -65,7 +65,9 @@ def save_int8(run_dir: Path, which: str = "best", eval_tokens: int = REPORT_EVAL
              "model_config": asdict(cfg.model), "quantized": names[INT8], "kept_fp32": names["fp32"],
              "report": report}
     path = ckpt.save_checkpoint(run_dir, INT8, qmodel, None, state)
-    report["fp32_bytes"] = (source / ckpt.MODEL_FILE).stat().st_size
+    # The fp32 model's tensors (a tied weight once), not its checkpoint file: a LoRA run's holds only adapters.
+    tensors = {t.data_ptr(): t for t in model.state_dict().values() if t.is_floating_point()}
+    report["fp32_bytes"] = sum(t.numel() * 4 for t in tensors.values())
     report["int8_bytes"] = (path / ckpt.MODEL_FILE).stat().st_size
     report["size_ratio"] = report["int8_bytes"] / report["fp32_bytes"]
     report["path"] = str(path)

@@ -262,6 +262,13 @@ def test_lora_run_checkpoints_hold_only_adapters_and_merge_into_an_ordinary_run(
     torch.testing.assert_close(merged(idx)[0], adapted(idx)[0], atol=1e-5, rtol=0)
     assert RunConfig.load(merged_dir / "config.toml").lora.rank == 0
     assert runs.run_info(merged_dir).status == "finished"
+    # int8 of the LoRA run is the merged model's: its size is against the merged fp32 model, not the adapters.
+    from engine.int8 import save_int8
+
+    report = save_int8(run_dir, "latest", eval_tokens=256, decode_tokens=4, repeats=1)
+    full = (merged_dir / "ckpt" / "latest" / "model.safetensors").stat().st_size
+    assert 0.95 * full < report["fp32_bytes"] <= full  # the file adds a header of tensor names
+    assert report["int8_bytes"] < report["fp32_bytes"]
 
 
 @pytest.mark.parametrize("kind,data,over", [("instruct", "python-instruct", {"lora": {"rank": 2, "dropout": 0.1}}),
