@@ -99,7 +99,7 @@ async def test_instruct_fine_tune_then_a_two_turn_chat(home):
             await pilot.press("enter")
             assert prompt.value == ""  # sent: the box is ready for the next turn
             await wait_for(pilot, lambda: not gen.running, timeout=120, what="the reply")
-        chat = gen._chats[0]
+        chat = gen.streams.chats[0]
         transcript = gen.query_one("#out-a", TokenStream)
         assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
         assert transcript.text == chat[1]["content"] + chat[3]["content"]

@@ -15,9 +15,9 @@ from benchmarks.finetune_runs import make_finetuned_run, write_chat_data, write_
 from tests.tui.pilot_helpers import settle, wait_for
 from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
-from tui.tabs import generate
 from tui.tabs.generate import GenerateTab
 from tui.widgets.class_bars import ClassBars
+from tui.widgets import stream_view
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicker
 from tui.widgets.train_form import KNOB, TrainForm, field_id
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # each picture loads torch and a model in the app
 @pytest.fixture
 def base(home, monkeypatch):
     monkeypatch.chdir(home)
-    monkeypatch.setattr(generate, "speed_line", lambda count, elapsed: f"{count} tok · speed hidden")
+    monkeypatch.setattr(stream_view, "speed_line", lambda count, elapsed: f"{count} tok · speed hidden")
     return make_tiny_run(home, model={"block_size": 96})
 
 
@@ -91,7 +91,7 @@ def test_generate_chat_view_after_a_turn(snap_compare, base, home, size):
         prompt.value = "who sat on the mat"
         prompt.focus()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not tab.running and tab._chats[0][-1]["role"] == "assistant",
+        await wait_for(pilot, lambda: not tab.running and tab.streams.chats[0][-1]["role"] == "assistant",
                        what="the reply")
         tab.query_one("#out-a").focus()
         await pilot.pause(0.2)

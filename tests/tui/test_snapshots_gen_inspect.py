@@ -13,10 +13,10 @@ import pytest
 from tests.tui.pilot_helpers import settle, wait_for, zoom_shows
 from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
-from tui.tabs import generate
 from tui.tabs.generate import GenerateTab
 from tui.tabs.inspect import InspectTab
 from tui.widgets.heatmap import HeadGrid
+from tui.widgets import stream_view
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicker
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def run(home, monkeypatch):
-    monkeypatch.setattr(generate, "speed_line", lambda count, elapsed: f"{count} tok · speed hidden")
+    monkeypatch.setattr(stream_view, "speed_line", lambda count, elapsed: f"{count} tok · speed hidden")
     return make_tiny_run(home)
 
 
