@@ -9,6 +9,8 @@ the width or the colouring changes. The title shows what produced the text, the 
 A new wrapped line grows the scrollable height, but never this widget's own size (its height is set by
 its container), so the screen is not laid out again for it: Textual's virtual_size reactive would do
 that on every new line, which held the Generate tab to 0.56x of the CLI's tokens/s.
+When the text first overflows, the scrollbar appears and narrows the pane without resizing the widget: the
+lines wrapped so far are wrapped again at the new width (they were cut at the right edge before).
 The chat view writes its user turns with `append_text` (a fixed style, not a token).
 """
 
@@ -150,6 +152,10 @@ class TokenStream(ScrollView, can_focus=True):
             # docstring); the scrollbars and scroll limits are all a new line changes.
             self.set_reactive(TokenStream.virtual_size, size)
             self._scroll_update(size)
+            if self._content_width() != width:
+                # The scrollbar came (or went) and the lines are now wider than the pane: wrap them all again.
+                self._rewrap()
+                return True
         if total == lines_before:
             # Most batches only lengthen the last line: repaint that line, not the whole pane.
             self.refresh_lines(total - 1)
