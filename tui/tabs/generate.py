@@ -124,10 +124,16 @@ class GenerateTab(EngineTab, can_focus=True):
         if self.mode == "classify" and isinstance(event.input, PromptInput) and run_dir is not None:
             self.query_one(ClassifyView).typed(run_dir, self._checkpoints(), event.value)
 
-    def action_generate(self) -> None:
+    def _picked(self) -> RunPicker | None:
+        """The run picker, or None (and a warning) while no run is picked."""
         picker = self.query_one(RunPicker)
         if picker.run_dir is None:
             self.notify("No run selected: train one in the Train tab first.", severity="warning")
+            return None
+        return picker
+
+    def action_generate(self) -> None:
+        if (picker := self._picked()) is None:
             return
         if self.mode == "classify":
             self._classify()
@@ -143,10 +149,9 @@ class GenerateTab(EngineTab, can_focus=True):
         prompt_input = self.query_one(PromptInput)
         prompt_input.commit()
         checkpoints = self._checkpoints()
-        if self.mode == "instruct":
-            if not prompt_input.value.strip():
-                self.notify("Type a message first.", severity="warning")
-                return
+        if self.mode == "instruct" and not prompt_input.value.strip():
+            self.notify("Type a message first.", severity="warning")
+            return
         self.streams.start(GenerationRequest(picker.run_dir, checkpoints, prompt_input.value, sampling))
         if self.mode == "instruct":
             prompt_input.value = ""
@@ -182,17 +187,12 @@ class GenerateTab(EngineTab, can_focus=True):
         self.streams.toggle_colors()
 
     def action_quantize(self) -> None:
-        run_dir = self.query_one(RunPicker).run_dir
-        if run_dir is None:
-            self.notify("No run selected: train one in the Train tab first.", severity="warning")
-            return
-        self._set_status(f"quantizing {run_dir.name} to int8…")
-        self.query_one(RunActions).quantize(run_dir)
+        if (picker := self._picked()) is not None:
+            self._set_status(f"quantizing {picker.run_dir.name} to int8…")
+            self.query_one(RunActions).quantize(picker.run_dir)
 
     def action_serve(self) -> None:
-        picker = self.query_one(RunPicker)
-        if picker.run_dir is None:
-            self.notify("No run selected: train one in the Train tab first.", severity="warning")
+        if (picker := self._picked()) is None:
             return
         self._set_status(f"starting a server for {picker.run_dir.name} ({picker.checkpoint})…")
         self.query_one(RunActions).serve(picker.run_dir, picker.checkpoint)
