@@ -5,10 +5,11 @@
   prompt is the whole conversation with the run's template applied (not shown), and the reply streams in.
 
 Generation runs in a thread worker that checks `is_cancelled` between tokens, so Escape stops it at once.
-Tokens are buffered in the worker and posted as one batch at most every FLUSH_INTERVAL seconds: every
-frame costs the UI thread a few ms whatever it changes (Textual re-renders each widget under the changed
-area; a new line scrolls, so repaints, the whole pane and its scrollbar), and while it paints it holds the
-GIL the decode thread needs. At 30 frames a second the tab streamed at 0.7x of `smallgpt generate`.
+Tokens are buffered in the worker and posted as one batch at most every FLUSH_INTERVAL seconds, so the
+screen is painted ~10 times a second (tqdm's pace) however fast the model is. Every frame costs the UI
+thread 5-15 ms on a 2-core machine whatever it changes (Textual re-renders each widget under the changed
+area, and a new line scrolls, so repaints, the whole pane and its scrollbar), and while it paints it
+holds the GIL the decode thread needs: at 30 frames a second the tab streamed at 0.7x of the CLI.
 In A/B mode the worker runs the fp32 checkpoint and then the int8 one with the same prompt, seed and
 settings, so the texts can be compared and each speed is measured without the other competing for the CPU.
 """
@@ -30,9 +31,9 @@ from tui import model_cache
 from tui.widgets.token_stream import TokenStream
 from tui.workers import ReportsWorkerErrors, engine_work
 
-FLUSH_INTERVAL = 1 / 12
-# The speed in a pane's border is redrawn a few times a second: a border change repaints the whole pane.
-STATS_INTERVAL = 0.25
+FLUSH_INTERVAL = 0.1
+# The speed in a pane's border is redrawn twice a second: a border change repaints the whole pane.
+STATS_INTERVAL = 0.5
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """TokenStream: generated text that grows token by token, optionally coloured by each token's probability.
 
-Tokens arrive in batches (the Generate tab coalesces them to ~30 updates a second). Re-wrapping the whole
+Tokens arrive in batches (StreamView coalesces them to ~10 updates a second). Re-wrapping the whole
 text on every batch costs O(length) and, measured at 2,500 tokens, starved the UI thread for seconds; so
 the widget wraps incrementally: appending text can only change the last wrapped line, so every line
 before it is frozen as a Strip and only the tail is re-wrapped. The whole text is re-wrapped only when
