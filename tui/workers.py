@@ -24,8 +24,9 @@ def engine_work(group: str, exclusive: bool = True) -> Any:
 
 @dataclass
 class WorkFailed(Message):
-    """A worker of this group failed; its error was reported already."""
+    """A worker of this group failed; its error (`message`) was reported already."""
     group: str
+    message: str
 
 
 class ReportsWorkerErrors:
@@ -35,7 +36,7 @@ class ReportsWorkerErrors:
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.app.report_error(event.worker.error)  # type: ignore[attr-defined]
-            self.post_message(WorkFailed(event.worker.group))  # type: ignore[attr-defined]
+            self.post_message(WorkFailed(event.worker.group, str(event.worker.error)))  # type: ignore[attr-defined]
 
 
 class Throttle:

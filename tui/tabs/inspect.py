@@ -35,10 +35,11 @@ from tui.widgets.attention_view import AttentionView, View, dims, is_lstm
 from tui.widgets.compare_bar import CompareBar, CompareChanged
 from tui.widgets.inspect_body import InspectBody
 from tui.widgets.inspect_side import InspectSide
-from tui.widgets.inspector import InspectionFailed, InspectionReady, InspectResult, Inspector, label
+from tui.widgets.inspector import InspectionReady, InspectResult, Inspector, label
 from tui.widgets.live_poller import LivePoller, LiveUpdate
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.run_picker import RunPicked, RunPicker
+from tui.workers import WorkFailed
 
 
 class InspectTab(EngineTab, can_focus=True):
@@ -203,8 +204,9 @@ class InspectTab(EngineTab, can_focus=True):
             self.query_one(Inspector).inspect(run_dir, "latest", prompt, requested=False,
                                               against=self.query_one(CompareBar).against())
 
-    def on_inspection_failed(self, message: InspectionFailed) -> None:
-        self._set_status(f"not inspected: {message.message}")
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.group == "inspect":  # the status must not read 'inspecting…' still
+            self._set_status(f"not inspected: {message.message}")
 
     def on_inspection_ready(self, message: InspectionReady) -> None:
         result = message.result

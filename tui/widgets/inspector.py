@@ -9,7 +9,6 @@ from typing import Any
 
 from textual.message import Message
 from textual.widget import Widget
-from textual.worker import Worker, WorkerState
 
 from tui import model_cache
 from tui.workers import ReportsWorkerErrors, engine_work
@@ -30,12 +29,6 @@ class InspectResult:
 @dataclass
 class InspectionReady(Message):
     result: InspectResult
-
-
-@dataclass
-class InspectionFailed(Message):
-    """Said in the status line too (the notification goes): the status must not still read 'inspecting…'."""
-    message: str
 
 
 class Inspector(ReportsWorkerErrors, Widget):
@@ -59,10 +52,6 @@ class Inspector(ReportsWorkerErrors, Widget):
                                  label(*against))
             result = InspectResult(run_dir, checkpoint, prompt, cmp.a, requested, comparison=cmp)
         self.post_message(InspectionReady(result))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:  # ReportsWorkerErrors notifies
-        if event.state == WorkerState.ERROR:
-            self.post_message(InspectionFailed(str(event.worker.error)))
 
 
 def label(run_dir: Path, checkpoint: str) -> str:
