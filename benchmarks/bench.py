@@ -218,6 +218,51 @@ class Reference:
         return loss
 
 
+class NanoGPTRecipe(Reference):
+    """nanoGPT's own CPU recipe (README, "I only have a macbook"): 4 layers, 4 heads, 128 wide, block 64,
+    batch 12, AdamW lr 1e-3 betas (0.9, 0.99) weight decay 0.1 on 2-D weights, 100 warmup steps then cosine
+    to 1e-4 at 2,000 iterations, clip 1.0, dropout 0, fp32: the time-to-quality baseline."""
+
+    SHAPE = dict(kind="gpt", n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0)
+    TRAIN = dict(batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=2000, weight_decay=0.1,
+                 beta1=0.9, beta2=0.99, grad_clip=1.0)
+
+    def __init__(self, cfg: Any, train_ds: Any, seed: int = 1337):
+        from engine.config import apply_overrides, preset
+
+        recipe = apply_overrides(preset("tiny"), {"model": self.SHAPE, "train": self.TRAIN})
+        recipe.model = type(recipe.model)(**{**asdict(type(recipe.model)()), **self.SHAPE,
+                                             "vocab_size": cfg.model.vocab_size})  # every other choice: GPT-2's
+        super().__init__(recipe, train_ds, seed)
+        t = recipe.train
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        rest = [p for p in self.model.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                      {"params": rest, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
+        self.it = 0
+
+    def lr(self) -> float:
+        """nanoGPT's get_lr."""
+        t = self.cfg.train
+        if self.it < t.warmup_steps:
+            return t.lr * (self.it + 1) / (t.warmup_steps + 1)
+        if self.it > t.max_steps:
+            return t.min_lr
+        ratio = (self.it - t.warmup_steps) / (t.max_steps - t.warmup_steps)
+        return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (t.lr - t.min_lr)
+
+    def step(self) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr()
+        x, y = self.train_ds.get_batch(self.cfg.train.batch_size, self.cfg.model.block_size, self.gen)
+        _, loss = self.model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.it += 1
+
+
 # --- rows: train throughput and MFU -----------------------------------------------------------------
 def matmul_ceiling(dtype: torch.dtype, n: int = 1024, seconds: float = 0.4) -> float:
     """FLOP/s of an n x n x n matmul in dtype, best of three bursts: the attainable peak here."""

@@ -23,7 +23,11 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 
 MODEL_KINDS = ("gpt", "lstm")
-ACTIVATIONS = ("gelu", "gelu_tanh")  # exact GELU; GPT-2's tanh approximation (imported GPT-2 weights need it)
+# exact GELU; GPT-2's tanh approximation (imported GPT-2 weights need it); relu(x)^2 (the GPT-2 speedruns')
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu2")
+POSITIONS = ("learned", "rotary")
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -161,6 +165,13 @@ class ModelConfig:
                            choices=ACTIVATIONS)
     norm_eps: float = knob(1e-5, "the GPT's LayerNorm epsilon (a GPT-2 config.json carries its own)",
                            bounds="(0, 1)")
+    # The GPT's architecture choices beyond GPT-2's; the defaults are GPT-2's (an imported GPT-2 keeps them).
+    positions: str = knob("learned", "position encoding: learned embeddings (GPT-2) or rotary (RoPE) in attention",
+                          choices=POSITIONS)
+    qk_norm: bool = knob(False, "RMS-normalise each head's queries and keys before attention")
+    tie_head: bool = knob(True, "the output head shares the token embedding's weights (GPT-2)")
+    zero_init: bool = knob(False, "residual projections (and an untied head) start at zero")
+    logit_softcap: float = knob(0.0, "squash logits smoothly into (-cap, cap) with tanh (0: off)", bounds="[0, inf)")
 
 
 @dataclass
@@ -188,6 +199,13 @@ class TrainConfig:
     min_lr: float = knob(2e-4, "learning rate at the end of the cosine schedule", bounds="[0, inf)")
     warmup_steps: int = knob(100, "steps of linear warmup", bounds="[0, inf)", commands=TUNE, label="warmup")
     max_steps: int = knob(2000, "optimizer steps to train", bounds="[1, inf)", commands=TUNE, label="steps")
+    optimizer: str = knob("adamw", "adamw; muon: Muon on the blocks' matrices, AdamW on the rest", choices=OPTIMIZERS,
+                          commands=TUNE)
+    muon_lr: float = knob(0.02, "Muon's peak learning rate (the schedule scales it as it scales lr)",
+                          bounds="(0, inf)")
+    schedule: str = knob("cosine", "cosine decay after warmup; wsd: constant, then linear decay over the last "
+                         "cooldown share of the steps", choices=SCHEDULES, commands=TUNE)
+    cooldown: float = knob(0.2, "wsd: the share of max_steps that decays to min_lr", bounds="(0, 1]")
     weight_decay: float = knob(0.1, "AdamW weight decay", bounds="[0, inf)", commands=TUNE, label="weight decay")
     beta1: float = knob(0.9, "AdamW beta1", bounds="[0, 1)")
     beta2: float = knob(0.99, "AdamW beta2", bounds="[0, 1)")
@@ -392,6 +410,9 @@ def validate(cfg: RunConfig) -> None:
     if m.kind == "gpt" and m.n_embd % m.n_head:
         raise ConfigError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head}): "
                           f"pick a width that is a multiple of the head count.")
+    if m.kind == "gpt" and m.positions == "rotary" and (m.n_embd // m.n_head) % 2:
+        raise ConfigError(f"Rotary positions turn pairs of a head's dimensions, and n_embd / n_head = "
+                          f"{m.n_embd // m.n_head} is odd: pick a width and head count with an even quotient.")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr}).")
     _validate_task(cfg)

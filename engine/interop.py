@@ -53,6 +53,9 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 # GPT-2's activation names -> ours: gelu_new is the tanh approximation, as is PyTorch's tanh GELU.
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 _HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
+# Our GPT's options that change what it computes beyond GPT-2 (engine.config.ModelConfig): an export needs
+# each at its default, GPT-2's.
+_NOT_GPT2 = ("positions", "qk_norm", "tie_head", "logit_softcap")
 # The causal-mask buffers older GPT-2 files carry: no weights.
 _HF_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -326,6 +329,12 @@ def export_model(run_dir: Path, out: Path, which: str = "best") -> dict[str, Any
     if not cfg.model.bias:
         raise InteropError(f"Run {run_dir} has no biases (bias = false) and GPT-2's layers always have them: "
                            f"export a run trained with bias = true.")
+    custom = [f"{k} = {getattr(cfg.model, k)!r}" for k in _NOT_GPT2 if getattr(cfg.model, k) != getattr(ModelConfig(), k)]
+    if cfg.model.activation not in _HF_ACTIVATION:
+        custom.append(f"activation = {cfg.model.activation!r}")
+    if custom:
+        raise InteropError(f"Run {run_dir} uses model options GPT-2 does not have ({', '.join(custom)}): "
+                           f"export a run trained with GPT-2's choices.")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InteropError(f"{out} already exists and is not empty: choose another --out or remove it.")
     model, cfg, tokenizer = load_model(run_dir, which)

@@ -1,6 +1,7 @@
 """The training loop of a run: `train(run_dir, resume=False, on_event=None) -> summary`.
 
-AdamW (decay on 2-D weights only), linear warmup then cosine decay to min_lr, gradient clipping and
+AdamW (decay on 2-D weights only) or Muon on the blocks' matrices with AdamW on the rest, linear warmup
+then cosine decay to min_lr (or warmup-stable-decay), gradient clipping and
 accumulation, bf16 autocast where the hardware has it, optional torch.compile, evals on fixed batches,
 samples, checkpoints latest + best, exact resume, clean stop on SIGINT/SIGTERM, DDP under torchrun.
 
@@ -77,28 +78,87 @@ def train(run_dir: Path, resume: bool = False, on_event: EventCallback | None = 
         return _Trainer(rd, resume, on_event, dist).run()
 
 
-def lr_at(step: int, cfg_lr: float, min_lr: float, warmup: int, max_steps: int) -> float:
-    """Linear warmup to lr over `warmup` steps, then cosine decay to min_lr at max_steps."""
+def lr_at(step: int, cfg_lr: float, min_lr: float, warmup: int, max_steps: int, schedule: str = "cosine",
+          cooldown: float = 0.2) -> float:
+    """Linear warmup to lr over `warmup` steps, then cosine decay to min_lr at max_steps; or (wsd) lr held
+    until the last `cooldown` share of max_steps, which decays linearly to min_lr."""
     if step < warmup:
         return cfg_lr * (step + 1) / warmup
     if step >= max_steps:
         return min_lr
+    if schedule == "wsd":
+        decay_from = max(warmup, max_steps - cooldown * max_steps)
+        return cfg_lr + (min_lr - cfg_lr) * max(0.0, step - decay_from) / max(1.0, max_steps - decay_from)
     progress = (step - warmup) / max(1, max_steps - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg_lr - min_lr)
 
 
-def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim.Optimizer:
-    """AdamW; weight decay on 2-D weights (matmuls, embeddings) only, never on biases and norms."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+class Chained:
+    """Optimizers stepped as one, with one state_dict whose parameter ids run on across them (a
+    checkpoint's optimizer file and resume treat it as a single optimizer)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[int, Any] = {}
+        groups: list[dict[str, Any]] = []
+        offset = 0
+        for o in self.optimizers:
+            sd = o.state_dict()
+            state.update({offset + i: v for i, v in sd["state"].items()})
+            groups += [{**g, "params": [offset + i for i in g["params"]]} for g in sd["param_groups"]]
+            offset += sum(len(g["params"]) for g in sd["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        groups = iter(sd["param_groups"])
+        offset = 0
+        for o in self.optimizers:
+            mine = [next(groups) for _ in o.param_groups]
+            n = sum(len(g["params"]) for g in mine)
+            o.load_state_dict({"state": {i - offset: v for i, v in sd["state"].items() if offset <= i < offset + n},
+                               "param_groups": [{**g, "params": [i - offset for i in g["params"]]} for g in mine]})
+            offset += n
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim.Optimizer | Chained:
+    """AdamW; weight decay on 2-D weights (matmuls, embeddings) only, never on biases and norms. With
+    optimizer muon, the blocks' matrices go to Muon (orthogonalised momentum, at muon_lr) instead."""
+    t = cfg.train
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    muon = [p for n, p in named if t.optimizer == "muon" and p.dim() == 2 and ".h." in f".{n}"]
+    rest = [p for n, p in named if not any(p is q for q in muon)]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
     fast = {"fused": True} if device in ("cuda", "cpu", "mps") else {"foreach": True}
     try:
-        return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), **fast)
+        adamw = torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), **fast)
     except (RuntimeError, TypeError):  # an older torch or device without the fused kernel
-        return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), foreach=True)
+        adamw = torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), foreach=True)
+    if not muon:
+        return adamw
+    return Chained(adamw, torch.optim.Muon(muon, lr=t.muon_lr, weight_decay=t.weight_decay))
+
+
+def set_lr(optimizer: torch.optim.Optimizer | Chained, factor: float, cfg: RunConfig) -> None:
+    """Every group at its optimizer's peak learning rate (lr; Muon: muon_lr) times the schedule's factor."""
+    for o in getattr(optimizer, "optimizers", (optimizer,)):
+        peak = cfg.train.muon_lr if isinstance(o, torch.optim.Muon) else cfg.train.lr
+        for group in o.param_groups:
+            group["lr"] = peak * factor
 
 
 class _Stop:
@@ -297,9 +357,8 @@ class _Trainer:
         # torch_threads(): the thread count FreeCores changes is restored after (train() may run in-process).
         with _Stop() as stop, torch_threads():
             while self.step < t.max_steps:
-                lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.max_steps, t.schedule, t.cooldown)
+                set_lr(self.optimizer, lr / t.lr, self.cfg)
                 step_tokens = 0
                 for micro in range(t.grad_accum):
                     batch = [b.to(self.device, non_blocking=True) for b in self.task.train_batch(t.batch_size, self.gen)]

@@ -32,5 +32,5 @@ def count_params(model: nn.Module) -> dict[str, int]:
     """{"total", "non_embedding"}: tied weights counted once; non-embedding leaves out the position
     embeddings only, as nanoGPT reports (the token embedding is also the output head)."""
     total = sum(p.numel() for p in model.parameters())
-    positions = model.transformer.wpe.weight.numel() if isinstance(model, GPT) else 0
+    positions = model.transformer.wpe.weight.numel() if isinstance(model, GPT) and "wpe" in model.transformer else 0
     return {"total": total, "non_embedding": total - positions}

@@ -3,6 +3,9 @@
 Token + learned position embeddings, n_layer pre-LN blocks (causal self-attention, GELU MLP), a final
 LayerNorm and an output head tied to the token embedding. Module names follow nanoGPT/GPT-2
 (transformer.wte, transformer.h.0.attn.c_attn, ...) so GPT-2 shaped weights map one to one.
+ModelConfig's options beyond GPT-2 (the GPT-2 speedruns' choices): rotary positions instead of learned
+ones, RMS-normalised queries and keys, ReLU² MLPs, an untied head, zero-initialised residual projections,
+tanh soft-capped logits.
 
 Three ways through the same weights:
 - `model(idx, targets)`: training and evaluation, attention by `scaled_dot_product_attention`.
@@ -28,6 +31,13 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 
 
+def _rotary_tables(head_dim: int, length: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin [length, head_dim / 2] of RoPE's angles: position p turns pair i by p / base^(2i / head_dim)."""
+    freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), freqs)
+    return angles.cos(), angles.sin()
+
+
 def _causal_mask(t: int, start: int, device: torch.device) -> Tensor:
     """[t, start + t] bool mask: query i sits at position start + i and sees keys 0 .. start + i."""
     return torch.ones(t, start + t, dtype=torch.bool, device=device).tril(diagonal=start)
@@ -42,6 +52,21 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.qk_norm = config.qk_norm
+        self.rotary = config.positions == "rotary"
+        if self.rotary:  # derived tables, not weights: never saved
+            cos, sin = _rotary_tables(config.n_embd // config.n_head, config.block_size)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
+
+    def _rotate(self, x: Tensor, start: int | Tensor) -> Tensor:
+        """RoPE on x [B, nh, T, hd] at positions start.. (or one position per row, T == 1)."""
+        if isinstance(start, Tensor):
+            cos, sin = self.cos[start].view(-1, 1, 1, self.cos.size(1)), self.sin[start].view(-1, 1, 1, self.sin.size(1))
+        else:
+            cos, sin = self.cos[start:start + x.size(2)], self.sin[start:start + x.size(2)]
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -59,6 +84,10 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
         k = k.view(B, T, self.n_head, hd).transpose(1, 2)
         v = v.view(B, T, self.n_head, hd).transpose(1, 2)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (hd,)).type_as(v), F.rms_norm(k, (hd,)).type_as(v)
+        if self.rotary:
+            q, k = self._rotate(q, start), self._rotate(k, start)
         mask = None
         if per_row:
             # Rows of unrelated sequences (batched serving), row b's token at position start[b]: store each
@@ -101,17 +130,23 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y)), att
 
 
+class ReLUSquared(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x).square()
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         hidden = config.mlp_ratio * config.n_embd
         self.c_fc = Linear(config.n_embd, hidden, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.act = (ReLUSquared() if config.activation == "relu2"
+                    else nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none"))
         self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -141,21 +176,27 @@ class GPT(nn.Module):
         self.max_state_len: int | None = config.block_size
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias),
         ))
+        if config.positions == "learned":
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if config.tie_head:
+            self.transformer.wte.weight = self.lm_head.weight
         # Positions as a buffer, so a decode step slices instead of allocating; not saved with the weights.
         self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
 
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer), each block adding two to the stream.
+        # zero_init: each block starts as the identity and an untied head predicts uniformly.
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            if name.endswith("c_proj.weight") or (name == "lm_head.weight" and not config.tie_head):
+                if config.zero_init:
+                    nn.init.zeros_(p)
+                elif name != "lm_head.weight":
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -167,19 +208,27 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def _embed(self, idx: Tensor, start: int | Tensor) -> Tensor:
+        """Token embeddings plus learned position embeddings (rotary positions act in attention instead)."""
         if isinstance(start, Tensor):  # one token per row, each at its own position
             if bool((start >= self.config.block_size).any()):
                 raise ValueError(f"A position exceeds block_size {self.config.block_size}: slide that row's window.")
-            return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(start.view(-1, 1)))
-        end = start + idx.size(1)
-        if end > self.config.block_size:
-            raise ValueError(f"Positions up to {end} exceed block_size {self.config.block_size}: "
-                             f"feed at most block_size tokens (the sampler slides its window).")
-        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(self.positions[start:end]))
+            positions = start.view(-1, 1)
+        else:
+            end = start + idx.size(1)
+            if end > self.config.block_size:
+                raise ValueError(f"Positions up to {end} exceed block_size {self.config.block_size}: "
+                                 f"feed at most block_size tokens (the sampler slides its window).")
+            positions = self.positions[start:end]
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(positions)
+        return self.transformer.drop(x)
 
     def lens_logits(self, residual: Tensor) -> Tensor:
-        """Final LayerNorm + tied head: the model's output layer, applicable to any layer's residual."""
-        return self.lm_head(self.transformer.ln_f(residual))
+        """Final LayerNorm + head (+ soft cap): the model's output layer, applicable to any layer's residual."""
+        logits = self.lm_head(self.transformer.ln_f(residual))
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap else logits
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits [B, T, V] at every position; with targets [B, T], the mean cross entropy (-1 ignored)."""

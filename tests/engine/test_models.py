@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -246,3 +247,102 @@ def test_bad_kind_and_missing_vocab_are_refused():
         build_model(ModelConfig(vocab_size=0))
     with pytest.raises(ConfigError, match="model.kind must be one of gpt, lstm"):
         build_model(ModelConfig(kind="rnn", vocab_size=65))
+
+
+# --- the GPT's options beyond GPT-2 (the speedruns' choices) -----------------------------------------
+OPTIONS = [dict(positions="rotary"), dict(qk_norm=True), dict(activation="relu2"), dict(tie_head=False),
+           dict(logit_softcap=5.0),
+           dict(positions="rotary", qk_norm=True, activation="relu2", tie_head=False, logit_softcap=5.0)]
+
+
+def trained_like(model: GPT) -> GPT:
+    """Weights of a trained model's scale (initial ones leave attention nearly uniform, hiding position bugs)."""
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o))
+def test_each_option_keeps_cache_decode_chunks_and_batched_rows_equal_to_the_full_forward(options):
+    model = trained_like(gpt(**options))
+    seq = torch.randint(0, V, (2, 14), generator=torch.Generator().manual_seed(12))
+    full = model(seq)[0]
+    state = model.init_state(2)
+    pieces = [model.step(seq[:, :5], state)[0], model.step(seq[:, 5:9], state)[0]]  # a prefill, then a chunk
+    pieces += [model.step(seq[:, t:t + 1], state)[0] for t in range(9, 14)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-4, rtol=1e-4)
+    # Batched serving: two unrelated rows at different positions in one cache.
+    batch = model.init_state(2)
+    model.prefill_row(seq[:1, :6], batch, 0)
+    model.prefill_row(seq[1:, :3], batch, 1)
+    logits = model.step_rows(torch.stack([seq[0, 6], seq[1, 3]]), batch, torch.tensor([6, 3]))
+    torch.testing.assert_close(logits, torch.stack([full[0, 6], model(seq[1:, :4])[0][0, 3]]), atol=1e-4, rtol=1e-4)
+    logits_i, attn, residuals = model.forward_inspect(seq)
+    torch.testing.assert_close(logits_i, full, atol=1e-4, rtol=1e-4)
+    assert all(torch.all(a.triu(diagonal=1) == 0) for a in attn)
+
+
+def test_rotary_scores_depend_only_on_the_distance_between_positions():
+    attn = gpt(positions="rotary").transformer.h[0].attn
+    g = torch.Generator().manual_seed(13)
+    q, k = torch.randn(1, 1, 1, 8, generator=g), torch.randn(1, 1, 1, 8, generator=g)
+    score = lambda i, j: (attn._rotate(q, i) * attn._rotate(k, j)).sum().item()  # noqa: E731
+    assert score(7, 3) == pytest.approx(score(4, 0), abs=1e-5) == pytest.approx(score(12, 8), abs=1e-5)
+    assert score(7, 3) != pytest.approx(score(7, 4), abs=1e-3)
+    assert "wpe" not in gpt(positions="rotary").transformer  # positions live in attention only
+
+
+def test_rotary_needs_an_even_head_dimension():
+    from engine.config import RunConfig, validate
+
+    cfg = RunConfig(model=ModelConfig(vocab_size=V, n_embd=36, n_head=4, positions="rotary"))
+    with pytest.raises(ConfigError, match=r"n_embd / n_head = 9 is odd"):
+        validate(cfg)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm):
+    model = trained_like(gpt(qk_norm=qk_norm))
+    idx = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(14))
+    before = model(idx)[0]
+    for block in model.transformer.h:
+        block.attn.c_attn.weight[:64] *= 3.0  # the query and key rows (n_embd = 32 each)
+        block.attn.c_attn.bias[:64] *= 3.0
+    after = model(idx)[0]
+    assert torch.allclose(before, after, atol=1e-4) == qk_norm
+
+
+@torch.no_grad()
+def test_relu2_mlp_is_the_square_of_relu():
+    mlp = trained_like(gpt(activation="relu2")).transformer.h[0].mlp
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(15))
+    by_hand = torch.clamp(x @ mlp.c_fc.weight.T + mlp.c_fc.bias, min=0) ** 2 @ mlp.c_proj.weight.T + mlp.c_proj.bias
+    torch.testing.assert_close(mlp(x), by_hand)
+
+
+@torch.no_grad()
+def test_logit_softcap_bounds_the_logits_and_is_tanh_of_the_plain_head():
+    model = trained_like(gpt(logit_softcap=1.0))
+    idx = torch.randint(0, V, (1, 10), generator=torch.Generator().manual_seed(16))
+    _, _, residuals = model.forward_inspect(idx)
+    plain = model.lm_head(model.transformer.ln_f(residuals[-1]))
+    logits = model(idx)[0]
+    assert plain.abs().max() > 1.0 and logits.abs().max() < 1.0
+    torch.testing.assert_close(logits, torch.tanh(plain))
+
+
+def test_untied_zero_initialised_model_starts_uniform_with_blocks_as_identity():
+    model = gpt(tie_head=False, zero_init=True)
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith(("c_proj.weight", "lm_head.weight")))
+    idx = torch.randint(0, V, (2, 8), generator=torch.Generator().manual_seed(17))
+    _, loss = model(idx, idx)
+    assert loss.item() == pytest.approx(math.log(V), abs=1e-6)  # every token equally likely
+    with torch.device("meta"):
+        tied, untied = count_params(gpt()), count_params(gpt(tie_head=False, positions="rotary"))
+    assert untied["total"] == tied["total"] + V * 32 - 16 * 32  # a head of its own, no position table
+    assert untied["non_embedding"] == untied["total"]
