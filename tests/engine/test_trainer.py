@@ -57,6 +57,55 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert lrs[100] == pytest.approx(0.1)
 
 
+def test_wsd_schedule_holds_the_peak_then_decays_linearly_over_the_cooldown():
+    lrs = [lr_at(s, 1.0, 0.1, 10, 100, "wsd", 0.2) for s in range(101)]
+    assert lrs[9] == pytest.approx(1.0) and lrs[10:81] == [pytest.approx(1.0)] * 71
+    assert lrs[90] == pytest.approx(0.55) and lrs[100] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs[80:], lrs[81:]))
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest_in_one_resumable_state():
+    from engine.config import ModelConfig
+    from engine.models import build_model
+    from engine.trainer import Chained, make_optimizer, set_lr
+
+    cfg = apply_overrides(preset("tiny"), {"model": dict(vocab_size=20, n_layer=2, n_embd=32, n_head=2,
+                                                         block_size=16, tie_head=False),
+                                           "train": dict(optimizer="muon", lr=1e-3, muon_lr=0.05)})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    opt = make_optimizer(model, cfg, "cpu")
+    assert isinstance(opt, Chained)
+    adamw, muon = opt.optimizers
+    names = {p: n for n, p in model.named_parameters()}
+    in_muon = {names[p] for g in muon.param_groups for p in g["params"]}
+    assert in_muon == {n for n, p in model.named_parameters() if ".h." in n and p.dim() == 2}
+    assert len(in_muon) == 8  # c_attn, attn c_proj, c_fc, mlp c_proj of 2 blocks
+    assert {names[p] for g in adamw.param_groups for p in g["params"]} == set(names.values()) - in_muon
+    set_lr(opt, 0.5, cfg)
+    assert {g["lr"] for g in adamw.param_groups} == {5e-4} and {g["lr"] for g in muon.param_groups} == {0.025}
+
+    def steps(o: Chained, n: int) -> None:
+        g = torch.Generator().manual_seed(1)
+        for _ in range(n):
+            x = torch.randint(0, 20, (4, 16), generator=g)
+            model(x, x)[1].backward()
+            o.step()
+            o.zero_grad()
+
+    steps(opt, 3)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    restored = make_optimizer(model, cfg, "cpu")
+    tensors, meta = ckpt._flatten_optimizer(opt.state_dict())  # the checkpoint's own round trip
+    restored.load_state_dict(ckpt._unflatten_optimizer({k: v.clone() for k, v in tensors.items()}, meta))
+    steps(opt, 2)
+    after_original = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(saved)
+    steps(restored, 2)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, after_original[k], atol=0, rtol=0)
+
+
 def test_run_directory_and_events(home, small_corpus):
     seen: list[str] = []
     run_dir = make_run(small_corpus)
@@ -172,8 +221,10 @@ def test_evals_leave_the_training_rng_untouched(home, small_corpus):
     assert losses(often) == losses(once)
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(home, small_corpus):
-    over = dict(model=dict(dropout=0.1), train=dict(max_steps=12, eval_interval=4))  # dropout: RNG must resume too
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(home, small_corpus, optimizer):
+    over = dict(model=dict(dropout=0.1),  # dropout: RNG must resume too
+                train=dict(max_steps=12, eval_interval=4, optimizer=optimizer))
     straight = make_run(small_corpus, "straight", **over)
     train(straight)
 
@@ -308,11 +359,14 @@ def test_n_embd_must_divide_by_n_head(home, small_corpus):
 @pytest.mark.parametrize("model, lr, steps, bound", [
     (dict(kind="gpt", n_layer=2, n_head=2, n_embd=64, block_size=32), 3e-3, 250, 2.65),
     (dict(kind="lstm", n_layer=1, n_head=1, n_embd=128, block_size=32), 1e-2, 200, 2.45),
+    # Muon on the blocks' matrices: the same GPT and steps, held to a tighter bound.
+    (dict(kind="gpt", n_layer=2, n_head=2, n_embd=64, block_size=32, optimizer="muon"), 3e-3, 250, 2.4),
 ])
 def test_tiny_models_learn(home, small_corpus, model, lr, steps, bound):
+    optimizer = model.pop("optimizer", "adamw")
     run_dir = make_run(small_corpus, model=model, train=dict(max_steps=steps, batch_size=16, lr=lr, min_lr=lr / 10,
                                                              warmup_steps=10, eval_interval=steps, eval_batches=8,
-                                                             log_interval=50))
+                                                             log_interval=50, optimizer=optimizer))
     summary = train(run_dir)
     vocab = RunConfig.load(run_dir / "config.toml").model.vocab_size
     first = losses(run_dir)[50]
