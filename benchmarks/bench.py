@@ -1,6 +1,7 @@
 """The performance table: every row a ratio measured in this run, on this machine.
 
     python benchmarks/bench.py [--quick] [--rows train,quality,decode,int8,ui,memory,gpt2,serve] [--threads N] [--json]
+                               [--quality-corpora python-docs,python-code] [--quality-seeds 3]
 
 Prints one table and writes benchmarks/results.json. Absolute numbers drift on a shared machine; each row
 compares two things measured back to back (interleaved or sandwiched where the row allows), so its ratio
@@ -10,8 +11,10 @@ Rows (docs/PERFORMANCE.md explains each, with the last full table):
 - train: tokens/s of our trainer (default settings: bf16 autocast where the CPU has it, fused AdamW, clip)
   vs a plain reference loop in this file (the same GPT, fp32, SDPA, torch.optim.AdamW defaults), tiny and
   medium; model-FLOPs utilization of each against matmul ceilings measured here (fp32 and bf16).
-- quality: training seconds (evals excluded) to reach val loss L on python-docs, char level: the default
-  `tiny` recipe vs the reference loop.
+- quality: seconds to the val loss nanoGPT's CPU recipe (4x4x128, block 64, batch 12, 2,000 iterations) ends at,
+  char level: `smallgpt train --preset tiny` in its own process, from spawn (evals and checkpoints included)
+  vs the recipe's training time, on the trainer's own val batches; per corpus (--quality-corpora), the median
+  of --quality-seeds seeds.
 - decode: tokens/s of 256 new tokens at batch 1, the sampler on the KV cache vs recomputing the whole
   context for every token (nanoGPT's generate), tiny and medium.
 - int8: prefill (512 tokens) and decode tokens/s, checkpoint bytes and val perplexity, int8 vs fp32, on
@@ -39,7 +42,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,10 +86,10 @@ class Settings:
     big: str = "medium"
     train_windows: dict[str, int] = field(default_factory=lambda: {"tiny": 6, "medium": 4})
     log_interval: dict[str, int] = field(default_factory=lambda: {"tiny": 10, "medium": 2})
-    quality_loss: float = 2.8  # both sides reach it in a couple of minutes here (ours ~step 80, reference ~220)
-    quality_eval_interval: int = 20
-    quality_eval_batches: int = 8
-    quality_budget_s: float = 180.0
+    quality_corpora: tuple[str, ...] = ("python-docs",)
+    quality_seeds: int = 1  # seeds per corpus (the median is reported); PERFORMANCE.md's table: 3
+    quality_seed: int = 1337
+    quality_ref_steps: int = 2000  # nanoGPT's CPU recipe: 2,000 iterations
     decode_tokens: int = 256
     prefill_tokens: int = 512
     int8_eval_tokens: int = 1 << 15
@@ -99,7 +101,7 @@ class Settings:
         if not quick:
             return cls()
         return cls(quick=True, big="tiny", train_windows={"tiny": 2}, log_interval={"tiny": 5},
-                   quality_loss=3.0, quality_eval_interval=10, quality_eval_batches=2, quality_budget_s=30.0,
+                   quality_ref_steps=30,
                    decode_tokens=32, prefill_tokens=64, int8_eval_tokens=1 << 11, ui_seconds=1.0,
                    generate_tokens=100)
 
@@ -116,42 +118,43 @@ def _timed(fn: Callable[[], Any], clock: Callable[[], float] = time.perf_counter
 
 # --- shared set-up: corpus, tokenizer, the medium run -----------------------------------------------
 class Bench:
-    """State the rows share, built on first use: the char tokenizer of python-docs, its encoded splits, and
-    the trained runs (the medium run feeds the train, int8 and memory rows)."""
+    """State the rows share, built on first use: each corpus's char tokenizer and encoded splits (python-docs
+    unless settings say otherwise), and the trained runs (the medium run feeds the train, int8 and memory rows)."""
 
     def __init__(self, settings: Settings, home: Path):
         self.s = settings
         self.home = home
         self.runs: dict[str, dict[str, Any]] = {}
+        self._corpora: dict[str, tuple[Path, Any, Any, Any]] = {}
 
-    @cached_property
-    def tokenizer_path(self) -> Path:
-        from engine.corpora import load_corpus
-        from engine.tokenizer import train_tokenizer
+    def corpus(self, source: str) -> tuple[Path, Any, Any, Any]:
+        """(char tokenizer path, tokenizer, train split, val split) of a corpus, exactly as the trainer sees them."""
+        if source not in self._corpora:
+            from engine.corpora import load_corpus
+            from engine.dataset import TokenDataset, prepare_dataset
+            from engine.tokenizer import train_tokenizer
 
-        path = self.home / "char-tokenizer.json"
-        train_tokenizer(load_corpus(self.s.corpus), "char").save(path)
-        return path
+            path = self.home / f"char-tokenizer-{len(self._corpora)}.json"
+            text = load_corpus(source)
+            tok = train_tokenizer(text, "char")
+            tok.save(path)
+            data_dir = prepare_dataset(text, tok)
+            self._corpora[source] = (path, tok, TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val"))
+        return self._corpora[source]
 
-    @cached_property
+    @property
     def data(self) -> tuple[Any, Any, Any]:
-        """(tokenizer, train split, val split) exactly as the trainer sees them."""
-        from engine.corpora import load_corpus
-        from engine.dataset import TokenDataset, prepare_dataset
-        from engine.tokenizer import Tokenizer
+        """(tokenizer, train split, val split) of the settings' corpus."""
+        return self.corpus(self.s.corpus)[1:]
 
-        tok = Tokenizer.load(self.tokenizer_path)
-        data_dir = prepare_dataset(load_corpus(self.s.corpus), tok)
-        return tok, TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
-
-    def config(self, preset_name: str, **train: Any) -> Any:
-        """The preset with the corpus, the shared char tokenizer and the given [train] overrides."""
+    def config(self, preset_name: str, corpus: str | None = None, **train: Any) -> Any:
+        """The preset on the corpus (default: the settings'), its char tokenizer and the given [train] overrides."""
         from engine.config import apply_overrides, preset
 
-        cfg = apply_overrides(preset(preset_name), {"data": {"corpus": self.s.corpus,
-                                                              "tokenizer": str(self.tokenizer_path)},
+        path, tok, _, _ = self.corpus(corpus or self.s.corpus)
+        cfg = apply_overrides(preset(preset_name), {"data": {"corpus": corpus or self.s.corpus, "tokenizer": str(path)},
                                                      "train": train})
-        cfg.model.vocab_size = self.data[0].vocab_size
+        cfg.model.vocab_size = tok.vocab_size
         return cfg
 
     def trained_run(self, preset_name: str) -> dict[str, Any]:
@@ -320,79 +323,75 @@ def rows_train(b: Bench) -> list[Row]:
 
 
 # --- rows: time to quality --------------------------------------------------------------------------
-class _Reached(Exception):
-    """Raised from the event callback to end our run once it reaches the loss."""
+def quality_reference(b: Bench, corpus: str, seed: int, val: list[Any]) -> list[tuple[float, float]]:
+    """nanoGPT's CPU recipe trained to its end: (training seconds, val loss on `val`) every eval interval
+    (evals not timed); the last point is its final loss at its total time."""
+    _, _, train_ds, _ = b.corpus(corpus)
+    ref = NanoGPTRecipe(b.config("tiny", corpus), train_ds, seed=seed)
+    ref.cfg.train.max_steps = b.s.quality_ref_steps
+    ref.cfg.train.warmup_steps = max(1, b.s.quality_ref_steps // 20)  # 100 of 2,000
+    every = max(1, b.s.quality_ref_steps // 20)
+    trained, curve = 0.0, []
+    while ref.it < b.s.quality_ref_steps:
+        trained += _timed(lambda: [ref.step() for _ in range(min(every, b.s.quality_ref_steps - ref.it))])
+        curve.append((trained, ref.val_loss(val)))
+    return curve
 
 
-def quality_ours(b: Bench, target: float, budget_s: float) -> tuple[float | None, float, int]:
-    """Training seconds of the default `tiny` recipe until an eval's val loss <= target (evals, samples and
-    checkpoints excluded), the best val loss seen, and the step. None when the budget ran out first."""
+def quality_ours(b: Bench, corpus: str, seed: int) -> list[tuple[float, float]]:
+    """What a user gets from `smallgpt train --preset tiny`: its own process with the preset's defaults;
+    (seconds since the process was spawned, val loss) at each eval, evals and checkpoints included."""
+    from engine.events import read_events
     from engine.runs import create_run
-    from engine.trainer import train
 
-    cfg = b.config("tiny", eval_interval=b.s.quality_eval_interval, eval_batches=b.s.quality_eval_batches)
-    if cfg.train.eval_interval % cfg.train.log_interval:
-        cfg.train.log_interval = cfg.train.eval_interval  # an eval step must also be a log step (pause start)
-    run_dir = create_run(cfg, name="bench-quality")
-    clock = {"start": 0.0, "paused": 0.0, "pause_from": None, "last": 0.0, "best": math.inf, "step": 0,
-             "reached": None}
-
-    def on_event(e: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        kind, step = e["event"], e["step"]
-        if kind == "start":
-            clock["start"] = now
-        elif kind == "step":
-            if clock["pause_from"] is not None:  # the eval stop before this window: not training time
-                clock["paused"] += clock["last"] - clock["pause_from"]
-                clock["pause_from"] = None
-            if step % cfg.train.eval_interval == 0:
-                clock["pause_from"] = now
-            if now - clock["start"] - clock["paused"] > budget_s:
-                raise _Reached
-        elif kind == "eval":
-            trained = clock["pause_from"] - clock["start"] - clock["paused"]
-            clock["best"], clock["step"] = min(clock["best"], e["val_loss"]), step
-            if e["val_loss"] <= target:
-                clock["reached"] = trained
-                raise _Reached
-        clock["last"] = now
-
-    try:
-        train(run_dir, on_event=on_event)
-    except _Reached:
-        pass
-    return clock["reached"], clock["best"], clock["step"]
+    over = {"seed": seed}
+    if b.s.quick:
+        over.update(max_steps=b.s.quality_ref_steps, eval_interval=max(1, b.s.quality_ref_steps // 3))
+    run_dir = create_run(b.config("tiny", corpus, **over), name=f"bench-quality-{b.s.quality_corpora.index(corpus)}-{seed}")
+    t0 = time.time()  # the events' `wall` is Unix time
+    done = subprocess.run([sys.executable, "-m", "engine", "train", "--run-dir", str(run_dir)], cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"training tiny failed: {(done.stdout + done.stderr).strip()[-500:]}")
+    return [(e["wall"] - t0, e["val_loss"]) for e in read_events(run_dir) if e["event"] == "eval"]
 
 
-def quality_reference(b: Bench, target: float, budget_s: float) -> tuple[float | None, float, int]:
-    """The same measure for the reference loop, evaluated on the trainer's own fixed val batches."""
-    from engine.trainer import EVAL_SEED
-
-    _, train_ds, val_ds = b.data
-    cfg = b.config("tiny")
-    gen = torch.Generator().manual_seed(EVAL_SEED)
-    batches = [val_ds.get_batch(cfg.train.batch_size, cfg.model.block_size, gen)
-               for _ in range(b.s.quality_eval_batches)]
-    ref = Reference(cfg, train_ds, seed=cfg.train.seed)
-    trained, best, step = 0.0, math.inf, 0
-    while trained <= budget_s:
-        trained += _timed(lambda: [ref.step() for _ in range(b.s.quality_eval_interval)])
-        step += b.s.quality_eval_interval
-        best = min(best, ref.val_loss(batches))
-        if best <= target:
-            return trained, best, step
-    return None, best, step
+def loss_at(curve: list[tuple[float, float]], seconds: float) -> float:
+    """The val loss of the last eval at or before `seconds` (NaN: none yet)."""
+    before = [loss for t, loss in curve if t <= seconds]
+    return before[-1] if before else math.nan
 
 
 def rows_quality(b: Bench) -> list[Row]:
-    target, budget = b.s.quality_loss, b.s.quality_budget_s
-    ours, ours_best, ours_step = quality_ours(b, target, budget)
-    base, base_best, base_step = quality_reference(b, target, budget)
-    ok = ours is not None and (base is None or ours / base <= 0.5)
-    note = (f"val loss {target}: ours step {ours_step} (best {ours_best:.3f}), reference step {base_step} "
-            f"(best {base_best:.3f}); budget {budget:.0f} s each")
-    return [Row(f"time to val loss {target} tiny", ours, base, "s", "<= 0.5x", ok, note)]
+    """Per corpus, the median over seeds of ours' time to the reference's final val loss / the reference's
+    total time; both sides back to back per seed, alternating which goes first."""
+    from engine.trainer import EVAL_SEED
+
+    rows = []
+    for corpus in b.s.quality_corpora:
+        _, _, _, val_ds = b.corpus(corpus)
+        cfg = b.config("tiny", corpus)
+        gen = torch.Generator().manual_seed(EVAL_SEED)  # the trainer's own fixed val batches
+        val = [val_ds.get_batch(cfg.train.batch_size, cfg.model.block_size, gen) for _ in range(cfg.train.eval_batches)]
+        ratios, ours_s, ref_s, notes = [], [], [], []
+        for i, seed in enumerate(range(b.s.quality_seed, b.s.quality_seed + b.s.quality_seeds)):
+            if i % 2:
+                ours = quality_ours(b, corpus, seed)
+                ref = quality_reference(b, corpus, seed, val)
+            else:
+                ref = quality_reference(b, corpus, seed, val)
+                ours = quality_ours(b, corpus, seed)
+            (total, target) = ref[-1]
+            reached = next((s for s, loss in ours if loss <= target), None)
+            ratios.append(reached / total if reached is not None else math.inf)
+            ours_s.append(reached if reached is not None else math.inf)
+            ref_s.append(total)
+            notes.append(f"seed {seed}: {_fmt(reached)} / {total:.1f} s to {target:.3f}; val loss at {total:.0f} s: "
+                         f"ours {_fmt(loss_at(ours, total))}, reference {target:.3f}")
+        ratio = _median(ratios)
+        rows.append(Row(f"time to the reference's final val loss, tiny, {corpus}", _median(ours_s), _median(ref_s),
+                        "s", "<= 0.5x", ratio <= 0.5, "; ".join(notes), ratio=ratio))
+    return rows
 
 
 # --- rows: decode -----------------------------------------------------------------------------------
@@ -877,6 +876,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny shapes and few steps: a smoke run (~2 min)")
     p.add_argument("--rows", default=",".join(ROW_GROUPS), help=f"comma-separated groups of {', '.join(ROW_GROUPS)}")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    p.add_argument("--quality-corpora", default="python-docs",
+                   help="comma-separated corpora of the quality row (e.g. python-docs,python-code)")
+    p.add_argument("--quality-seeds", type=int, default=1, help="seeds per corpus in the quality row (median)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     args = p.parse_args(argv)
@@ -886,7 +888,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown row group(s) {', '.join(unknown)}: choose from {', '.join(ROW_GROUPS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = run(groups, Settings.make(args.quick))
+    settings = Settings.make(args.quick)
+    settings.quality_corpora = tuple(c.strip() for c in args.quality_corpora.split(",") if c.strip())
+    settings.quality_seeds = args.quality_seeds
+    results = run(groups, settings)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     if args.json:
         print(json.dumps(results, default=str))

@@ -10,6 +10,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,3 +37,21 @@ def test_decode_row_measures_both_sides_and_renders(home, small_corpus):
     table = bench.table(rows)
     assert table.splitlines()[0].startswith("| row | ours | baseline |")
     assert "decode tokens/s tiny" in table.splitlines()[2]
+
+
+@pytest.mark.slow
+def test_quality_row_times_both_sides_to_the_reference_final_loss(home, small_corpus):
+    bench = _bench()
+    settings = bench.Settings.make(quick=True)
+    settings.corpus = str(small_corpus)
+    settings.quality_corpora = (str(small_corpus),)
+    b = bench.Bench(settings, home)
+    val = [b.data[2].get_batch(4, 64, bench.torch.Generator().manual_seed(0)) for _ in range(2)]
+    ref = bench.quality_reference(b, str(small_corpus), 1, val)
+    assert len(ref) == 30  # an eval every 30 // 20 = 1 step
+    assert [t for t, _ in ref] == sorted(t for t, _ in ref)
+    assert ref[-1][1] < ref[0][1]  # the recipe learns over its 30 steps
+    rows = bench.rows_quality(b)
+    assert len(rows) == 1 and rows[0].base > 0
+    assert rows[0].ratio == (rows[0].ours / rows[0].base if rows[0].ours != float("inf") else float("inf"))
+    assert "val loss at" in rows[0].note
