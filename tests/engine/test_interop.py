@@ -91,7 +91,8 @@ def _trained_tiny_run(home: Path, corpus: Path) -> Path:
     from engine.runs import create_run
     from engine.trainer import train
 
-    cfg = apply_overrides(preset("tiny"), {"data": {"corpus": str(corpus), "tokenizer_kind": "char"},
+    gpt2 = {"positions": "learned", "qk_norm": False}  # tiny's options beyond GPT-2 off: a GPT-2 shaped run
+    cfg = apply_overrides(preset("tiny"), {"model": gpt2, "data": {"corpus": str(corpus), "tokenizer_kind": "char"},
                                            "train": {"max_steps": 12, "batch_size": 4, "eval_interval": 6,
                                                      "eval_batches": 2, "sample_tokens": 0, "dtype": "fp32",
                                                      "device": "cpu"}})
@@ -230,7 +231,7 @@ def test_bad_folders_are_refused_in_one_sentence_with_nothing_written(home, gpt2
     assert not (home / "checkpoints").exists() or not any((home / "checkpoints").iterdir())
 
 
-def test_export_refuses_lstm_int8_and_a_used_folder(home, tmp_path):
+def test_export_refuses_lstm_int8_options_beyond_gpt2_and_a_used_folder(home, tmp_path):
     from benchmarks.tiny_run import make_tiny_run
 
     lstm = make_tiny_run(home, "lstm", kind="lstm")
@@ -238,8 +239,11 @@ def test_export_refuses_lstm_int8_and_a_used_folder(home, tmp_path):
     outs = tmp_path / "outs"
     (outs / "used").mkdir(parents=True)
     (outs / "used" / "x").write_text("x")
+    rotary = make_tiny_run(home, "rotary", model={"positions": "rotary", "activation": "relu2"})
     for run_dir, out, which, words in [(lstm, outs / "a", "best", "is an LSTM"),
                                        (gpt, outs / "b", "int8", "int8 layers"),
+                                       (rotary, outs / "c", "best", "options GPT-2 does not have .positions = "
+                                                                    "'rotary', activation = 'relu2'.: export a run"),
                                        (gpt, outs / "used", "best", "not empty")]:
         with pytest.raises(InteropError, match=words):
             export_model(run_dir, out, which)

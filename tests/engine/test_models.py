@@ -199,7 +199,7 @@ def test_output_head_is_tied_to_the_token_embedding():
 
 
 def _gpt_params(v: int, c: int, layers: int, block: int, ratio: int) -> tuple[int, int]:
-    """(total, non_embedding) from the shapes, biases included, head tied."""
+    """(total, non_embedding) from the shapes, biases included, head tied; block = 0: no position table."""
     block_params = (2 * 2 * c                  # ln_1, ln_2
                     + c * 3 * c + 3 * c        # c_attn
                     + c * c + c                # attn c_proj
@@ -216,7 +216,9 @@ def test_preset_parameter_counts_match_the_formula(name, vocab):
     cfg = replace(m, vocab_size=vocab)
     with torch.device("meta"):  # shapes only: gpt2 is 124M parameters
         model = build_model(cfg)
-    total, non_embedding = _gpt_params(vocab, m.n_embd, m.n_layer, m.block_size, m.mlp_ratio)
+    assert m.tie_head
+    table = m.block_size if m.positions == "learned" else 0  # rotary positions have no weights
+    total, non_embedding = _gpt_params(vocab, m.n_embd, m.n_layer, table, m.mlp_ratio)
     assert count_params(model) == {"total": total, "non_embedding": non_embedding}
 
 
