@@ -202,7 +202,7 @@ class TrainConfig:
     optimizer: str = knob("adamw", "adamw; muon: Muon on the blocks' matrices, AdamW on the rest", choices=OPTIMIZERS,
                           commands=TUNE)
     muon_lr: float = knob(0.02, "Muon's peak learning rate (the schedule scales it as it scales lr)",
-                          bounds="(0, inf)")
+                          bounds="(0, inf)", commands=TUNE)
     schedule: str = knob("cosine", "cosine decay after warmup; wsd: constant, then linear decay over the last "
                          "cooldown share of the steps", choices=SCHEDULES, commands=TUNE)
     cooldown: float = knob(0.2, "wsd: the share of max_steps that decays to min_lr", bounds="(0, 1]")

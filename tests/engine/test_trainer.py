@@ -166,7 +166,8 @@ def test_the_trainer_gives_up_threads_to_busy_processes(home, small_corpus, monk
 
 def test_evals_use_the_same_batches_every_time(home, small_corpus):
     """Evals are on pre-drawn fixed batches: with the weights barely moving (lr ~ 0), two evals agree."""
-    run_dir = make_run(small_corpus, train=dict(max_steps=8, eval_interval=4, lr=1e-9, min_lr=0.0, warmup_steps=0))
+    run_dir = make_run(small_corpus, train=dict(max_steps=8, eval_interval=4, lr=1e-9, muon_lr=1e-9, min_lr=0.0,
+                                                warmup_steps=0))
     train(run_dir)
     evals = list(losses(run_dir, "eval", "val_loss").values())
     assert len(evals) == 2 and evals[0] == pytest.approx(evals[1], abs=1e-4)  # lr ~0: same weights, same batches
