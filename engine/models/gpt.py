@@ -174,14 +174,16 @@ class GPT(nn.Module):
         self.config = config
         # The KV cache holds at most block_size tokens; the sampler slides its window past that.
         self.max_state_len: int | None = config.block_size
+        # wpe right after wte, as always: the seeded initialisation draws in this order.
+        modules: dict[str, nn.Module] = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
+        if config.positions == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            **modules,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias),
         ))
-        if config.positions == "learned":
-            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_head:
             self.transformer.wte.weight = self.lm_head.weight
