@@ -90,6 +90,7 @@ class Settings:
     quality_seeds: int = 1  # seeds per corpus (the median is reported); PERFORMANCE.md's table: 3
     quality_seed: int = 1337
     quality_ref_steps: int = 2000  # nanoGPT's CPU recipe: 2,000 iterations
+    quality_evals: int = 20  # evals along the reference's run (each is eval_batches full batches, not timed)
     decode_tokens: int = 256
     prefill_tokens: int = 512
     int8_eval_tokens: int = 1 << 15
@@ -101,7 +102,7 @@ class Settings:
         if not quick:
             return cls()
         return cls(quick=True, big="tiny", train_windows={"tiny": 2}, log_interval={"tiny": 5},
-                   quality_ref_steps=30,
+                   quality_ref_steps=30, quality_evals=3,
                    decode_tokens=32, prefill_tokens=64, int8_eval_tokens=1 << 11, ui_seconds=1.0,
                    generate_tokens=100)
 
@@ -330,7 +331,7 @@ def quality_reference(b: Bench, corpus: str, seed: int, val: list[Any]) -> list[
     ref = NanoGPTRecipe(b.config("tiny", corpus), train_ds, seed=seed)
     ref.cfg.train.max_steps = b.s.quality_ref_steps
     ref.cfg.train.warmup_steps = max(1, b.s.quality_ref_steps // 20)  # 100 of 2,000
-    every = max(1, b.s.quality_ref_steps // 20)
+    every = max(1, b.s.quality_ref_steps // b.s.quality_evals)
     trained, curve = 0.0, []
     while ref.it < b.s.quality_ref_steps:
         trained += _timed(lambda: [ref.step() for _ in range(min(every, b.s.quality_ref_steps - ref.it))])

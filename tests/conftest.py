@@ -3,7 +3,9 @@ touch the developer's checkpoints; the prepared built-in corpus is shared across
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,9 +68,21 @@ def home(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def cli_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["SMALLGPT_HOME"] = str(home)
-    env["NO_COLOR"] = "1"
-    env["COLUMNS"] = "120"
-    return env
+def smallgpt(home: Path, *args: str, stdin: str | None = None, timeout: float = 180,
+             **env: str | None) -> subprocess.CompletedProcess:
+    """`smallgpt ARGS` as a real command in `home`: no colour, 120 columns, one torch thread (tiny models on
+    a shared 2-core box: one thread avoids spin-wait stalls); `env` overrides variables (None removes one)."""
+    full = dict(os.environ, SMALLGPT_HOME=str(home), NO_COLOR="1", COLUMNS="120", OMP_NUM_THREADS="1")
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return subprocess.run([str(BIN / "smallgpt"), *args], capture_output=True, text=True, env=full, cwd=home,
+                          timeout=timeout, input=stdin)
+
+
+def one_json(r: subprocess.CompletedProcess) -> dict:
+    """--json prints exactly one JSON object on stdout (progress and warnings go to stderr)."""
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

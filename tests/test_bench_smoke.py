@@ -48,7 +48,7 @@ def test_quality_row_times_both_sides_to_the_reference_final_loss(home, small_co
     b = bench.Bench(settings, home)
     val = [b.data[2].get_batch(4, 64, bench.torch.Generator().manual_seed(0)) for _ in range(2)]
     ref = bench.quality_reference(b, str(small_corpus), 1, val)
-    assert len(ref) == 30  # an eval every 30 // 20 = 1 step
+    assert len(ref) == 3  # an eval every 30 // 3 = 10 steps
     assert [t for t, _ in ref] == sorted(t for t, _ in ref)
     assert ref[-1][1] < ref[0][1]  # the recipe learns over its 30 steps
     rows = bench.rows_quality(b)

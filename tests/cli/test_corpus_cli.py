@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 
 import pytest
 
-from conftest import BIN, cli_env
-
-
-def smallgpt(home, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "smallgpt"), *args], capture_output=True, text=True, env=cli_env(home),
-                          cwd=home, timeout=120)
-
-
-def one_json(r: subprocess.CompletedProcess) -> dict:
-    """--json prints exactly one JSON object on stdout (progress and warnings go to stderr)."""
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+from conftest import one_json, smallgpt
 
 
 def test_corpus_list(home):

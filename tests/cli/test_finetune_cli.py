@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
 
-from conftest import BIN, cli_env
+from conftest import one_json, smallgpt
 from engine import runs
 from engine.config import RunConfig, apply_overrides
 from engine.trainer import train
 
 FAST = ["--max-steps", "2", "--batch-size", "4", "--eval-interval", "2", "--eval-batches", "1", "--warmup-steps", "1",
         "--sample-tokens", "4"]
-
-
-def smallgpt(home, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = cli_env(home)
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([str(BIN / "smallgpt"), *args], capture_output=True, text=True, env=env, cwd=home,
-                          timeout=300, input=stdin)
-
-
-def one_json(r: subprocess.CompletedProcess) -> dict:
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 @pytest.fixture

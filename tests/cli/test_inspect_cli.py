@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 
-from conftest import BIN, cli_env
+from conftest import BIN, smallgpt as run_smallgpt
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PROMPT = "The import statement finds a module, loads and initializes it, then binds names in the local scope."
@@ -39,14 +39,9 @@ def run_home(tmp_path_factory) -> Path:
 
 
 def smallgpt(home: Path, *args: str, color: bool = False, columns: int = 80) -> subprocess.CompletedProcess:
-    env = cli_env(home)
-    env["OMP_NUM_THREADS"] = "1"
-    env["COLUMNS"] = str(columns)
-    if color:  # a truecolor terminal, as Rich sees one through these variables
-        env.pop("NO_COLOR", None)
-        env.update(FORCE_COLOR="1", COLORTERM="truecolor", TERM="xterm-256color")
-    return subprocess.run([str(BIN / "smallgpt"), *args], capture_output=True, text=True, env=env, cwd=home,
-                          timeout=180)
+    # color: a truecolor terminal, as Rich sees one through these variables
+    colors = dict(NO_COLOR=None, FORCE_COLOR="1", COLORTERM="truecolor", TERM="xterm-256color") if color else {}
+    return run_smallgpt(home, *args, COLUMNS=str(columns), **colors)
 
 
 def ok(r: subprocess.CompletedProcess) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import subprocess
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BIN, cli_env
+from conftest import one_json, smallgpt
 from engine import runs
 from engine.config import RunConfig
 from engine.events import read_events
@@ -18,18 +17,6 @@ from engine.events import read_events
 # Tiny shapes and a few steps: each command is seconds, mostly interpreter and torch start-up.
 FAST = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
         "--eval-interval", "5", "--eval-batches", "2", "--warmup-steps", "2"]
-
-
-def smallgpt(home, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = cli_env(home)
-    env["OMP_NUM_THREADS"] = "1"  # tiny models on a shared 2-core box: one thread avoids spin-wait stalls
-    return subprocess.run([str(BIN / "smallgpt"), *args], capture_output=True, text=True, env=env, cwd=home,
-                          timeout=timeout)
-
-
-def one_json(r: subprocess.CompletedProcess) -> dict:
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def error_line(r: subprocess.CompletedProcess) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from engine.errors import ConfigError, CorpusError
 from engine.models import build_model
 from engine.sampler import SamplingConfig, generate
 from engine.tokenizer import Tokenizer, train_tokenizer
-from tests.conftest import BIN, cli_env
+from tests.conftest import smallgpt
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
@@ -226,8 +225,7 @@ def test_config_files_of_random_bytes(tmp_path, data):
                                   "[train\nlr = ", "[model]\nn_embd = 100\nn_head = 3\n"])
 def test_cli_train_with_a_bad_config_is_one_error_line(home, text):
     (home / "bad.toml").write_text(text)
-    proc = subprocess.run([str(BIN / "smallgpt"), "train", "--corpus", "python-docs", "--config", "bad.toml"],
-                          capture_output=True, text=True, env=cli_env(home), cwd=home, timeout=180)
+    proc = smallgpt(home, "train", "--corpus", "python-docs", "--config", "bad.toml")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stdout + proc.stderr

@@ -11,8 +11,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -314,9 +312,8 @@ def test_shell_metacharacters_in_a_run_directory_are_just_characters(home, small
 
 
 def test_the_cli_refuses_an_escaping_run_name_in_one_line(home):
-    from tests.conftest import BIN, cli_env
+    from tests.conftest import smallgpt
 
-    proc = subprocess.run([str(BIN / "smallgpt"), "generate", "..", "--prompt", "x"], capture_output=True,
-                          text=True, env=cli_env(home), timeout=120)
+    proc = smallgpt(home, "generate", "..", "--prompt", "x")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "is not allowed" in proc.stderr

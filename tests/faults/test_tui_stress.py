@@ -43,13 +43,13 @@ def assert_healthy(app: SmallGPTApp) -> None:
 
 async def test_resize_storm_on_every_tab(setup):
     rng = random.Random(12)
-    sizes = [(40, 12), (300, 90), (41, 12), (40, 13), (80, 24), (120, 40), (55, 14), (200, 50)]
+    sizes = [(40, 12), (300, 90), (41, 13), (80, 24), (200, 50)]  # the smallest, the largest, off by one
     app = SmallGPTApp(corpus="corpus.txt")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         for key in "12345":
             await pilot.press("escape", key)
-            for size in sizes + [(rng.randint(40, 250), rng.randint(12, 70)) for _ in range(2)]:
+            for size in sizes + [(rng.randint(40, 250), rng.randint(12, 70))]:
                 await pilot.resize_terminal(*size)  # back to back: layouts overtake each other
             await pilot.resize_terminal(40, 12)
             await pilot.pause()
