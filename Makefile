@@ -22,8 +22,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/smallgpt-tui --corpus $(CORPUS)
 
+# Two workers, each test file on one (its module fixtures built once): much of the suite waits on trainer
+# processes and the UI, so two workers share 2 cores well.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
