@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim._muon import _adjust_lr
 
 from . import checkpoint as ckpt
 from .config import RunConfig
@@ -134,6 +135,51 @@ class Chained:
             offset += n
 
 
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon's update, hyper-parameters and state, with Newton-Schulz run once per group of
+    same-shape matrices (batched bf16 matmuls) instead of once per matrix: on a CPU, torch's loop over
+    small matrices (with a copy for each transposed one) took 1.5x as long for `tiny`."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            bufs: list[torch.Tensor] = []
+            self._init_group(group, params, grads, bufs)
+            if not params:
+                continue
+            lr, momentum = float(group["lr"]), group["momentum"]
+            torch._foreach_lerp_(bufs, grads, 1 - momentum)
+            updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            shapes: dict[torch.Size, list[int]] = {}
+            for i, p in enumerate(params):
+                shapes.setdefault(p.shape, []).append(i)
+            for shape, idx in shapes.items():
+                ortho = _newton_schulz(torch.stack([updates[i] for i in idx]), group["ns_coefficients"],
+                                       group["ns_steps"], group["eps"])
+                adjusted = _adjust_lr(lr, group["adjust_lr_fn"], shape)
+                torch._foreach_add_([params[i] for i in idx], list(ortho.unbind(0)), alpha=-adjusted)
+        return loss
+
+
+def _newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """torch.optim.Muon's orthogonalisation (its `_zeropower_via_newtonschulz`) of a stack g [n, rows, cols]."""
+    a, b, c = coefficients
+    tall = g.size(1) > g.size(2)
+    x = (g.mT if tall else g).to(torch.bfloat16, memory_format=torch.contiguous_format)
+    x.div_(torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True).clamp(min=eps))
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
+
+
 def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim.Optimizer | Chained:
     """AdamW; weight decay on 2-D weights (matmuls, embeddings) only, never on biases and norms. With
     optimizer muon, the blocks' matrices go to Muon (orthogonalised momentum, at muon_lr) instead."""
@@ -150,7 +196,7 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim
         adamw = torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), foreach=True)
     if not muon:
         return adamw
-    return Chained(adamw, torch.optim.Muon(muon, lr=t.muon_lr, weight_decay=t.weight_decay))
+    return Chained(adamw, Muon(muon, lr=t.muon_lr, weight_decay=t.weight_decay))
 
 
 def set_lr(optimizer: torch.optim.Optimizer | Chained, factor: float, cfg: RunConfig) -> None:

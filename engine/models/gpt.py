@@ -32,10 +32,12 @@ from ..errors import ConfigError
 
 
 def _rotary_tables(head_dim: int, length: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """cos and sin [length, head_dim / 2] of RoPE's angles: position p turns pair i by p / base^(2i / head_dim)."""
+    """cos and sin [length, head_dim] of RoPE's angles, laid out for `_rotate`: position p turns the pair
+    (i, i + head_dim / 2) by p / base^(2i / head_dim); sin carries the sign each half of the pair takes."""
     freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(length, dtype=torch.float32), freqs)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
 def _causal_mask(t: int, start: int, device: torch.device) -> Tensor:
@@ -60,13 +62,14 @@ class CausalSelfAttention(nn.Module):
             self.register_buffer("sin", sin, persistent=False)
 
     def _rotate(self, x: Tensor, start: int | Tensor) -> Tensor:
-        """RoPE on x [B, nh, T, hd] at positions start.. (or one position per row, T == 1)."""
+        """RoPE on x [B, T, heads, hd] at positions start.. (or one position per row, T == 1): x * cos plus
+        x with its halves swapped * sin: three passes over x."""
         if isinstance(start, Tensor):
             cos, sin = self.cos[start].view(-1, 1, 1, self.cos.size(1)), self.sin[start].view(-1, 1, 1, self.sin.size(1))
         else:
-            cos, sin = self.cos[start:start + x.size(2)], self.sin[start:start + x.size(2)]
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+            cos, sin = self.cos[start:start + x.size(1)].unsqueeze(1), self.sin[start:start + x.size(1)].unsqueeze(1)
+        swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+        return torch.addcmul(x * cos, swapped, sin).type_as(x)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -79,15 +82,15 @@ class CausalSelfAttention(nn.Module):
         fp32_attention = not per_row and start == 0 and not need_weights and qkv.dtype == torch.bfloat16 and x.device.type == "cpu"
         if fp32_attention:
             qkv = qkv.float()
-        q, k, v = qkv.split(self.n_embd, dim=2)
         hd = C // self.n_head
-        q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_head, hd).transpose(1, 2)
-        v = v.view(B, T, self.n_head, hd).transpose(1, 2)
+        # Queries and keys as one [B, T, 2 * nh, hd] view: one norm and one rotation for both.
+        qk, v = qkv.view(B, T, 3 * self.n_head, hd).split(2 * self.n_head, dim=2)
         if self.qk_norm:
-            q, k = F.rms_norm(q, (hd,)).type_as(v), F.rms_norm(k, (hd,)).type_as(v)
+            qk = F.rms_norm(qk, (hd,)).type_as(v)
         if self.rotary:
-            q, k = self._rotate(q, start), self._rotate(k, start)
+            qk = self._rotate(qk, start)
+        q, k = qk.transpose(1, 2).split(self.n_head, dim=1)  # (B, nh, T, hd)
+        v = v.transpose(1, 2)
         mask = None
         if per_row:
             # Rows of unrelated sequences (batched serving), row b's token at position start[b]: store each

@@ -232,8 +232,13 @@ def test_int8_generates_with_the_kv_cache_like_its_full_forward(trained_run, mon
     # The default hybrid decodes one token at a time on the bf16 weight-only kernel: bf16 rounding apart
     # (the kernel-path test bounds it per layer), the same logits and the same greedy tokens.
     steps, full = decode_and_full()
-    assert (steps - full).abs().max() < 4 * 2 ** -8 * full.abs().max()  # a few bf16 steps of the largest logit
-    assert torch.equal(steps.argmax(-1), full.argmax(-1))
+    bound = 4 * 2 ** -8 * full.abs().max()  # a few bf16 steps of the largest logit
+    assert (steps - full).abs().max() < bound
+    # The same greedy token wherever the full forward's best two logits are further apart than that.
+    best = full.topk(2, dim=-1).values
+    clear = best[..., 0] - best[..., 1] > 2 * bound
+    assert clear.sum() >= idx.size(1) // 2
+    assert torch.equal(steps.argmax(-1)[clear], full.argmax(-1)[clear])
     speed = measure_speed(qmodel, prefill_tokens=16, decode_tokens=8, repeats=1)
     assert speed["prefill_tokens_per_s"] > 0 and speed["decode_tokens_per_s"] > 0
 
