@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import shutil
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,40 @@ def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple
     load_weights(model, ckpt / MODEL_FILE, device)
     model.to(device).eval()
     return model, cfg, tokenizer
+
+
+def checkpoint_stamp(run_dir: Path, which: str) -> tuple[int, int] | None:
+    """(inode, mtime_ns) of the directory `which` loads from, or None when there is none yet. A checkpoint is
+    renamed into place (see the module docstring), so a new one has a new stamp."""
+    path = find(run_dir, which)
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns) if st else None
+
+
+class ModelCache:
+    """Models a process keeps loaded, one per (run, checkpoint), each loaded once per version of its files:
+    a view asking again after the trainer wrote a new checkpoint gets the new one, with no invalidation.
+    Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, str], tuple[tuple[int, int] | None, Any]] = {}
+
+    def load(self, run_dir: Path, which: str) -> tuple[nn.Module, RunConfig, Tokenizer]:
+        """load_model(run_dir, which), from memory while the checkpoint's files are unchanged."""
+        key = (str(Path(run_dir).resolve()), which)
+        stamp = checkpoint_stamp(run_dir, which)
+        with self._lock:
+            hit = self._loaded.get(key)
+            if hit is not None and stamp is not None and hit[0] == stamp:
+                return hit[1]
+        loaded = load_model(run_dir, which)  # raises CheckpointError naming what is missing
+        with self._lock:
+            self._loaded[key] = (stamp, loaded)
+        return loaded
 
 
 def build_for_training(cfg: RunConfig, fresh: bool) -> nn.Module:

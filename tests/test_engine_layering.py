@@ -12,8 +12,9 @@ import engine
 
 MODULES = [m.name for m in pkgutil.walk_packages(engine.__path__, "engine.")]
 # Function-level imports of engine modules kept on purpose: the training process applies its OpenMP and
-# malloc settings before the trainer (and so torch) is imported.
-DEFERRED = {("engine.__main__", ".trainer")}
+# malloc settings before the trainer (and so torch) is imported; the TUI starts its decode process without
+# importing torch, which only the child's side (engine.decode_child) does.
+DEFERRED = {("engine.__main__", ".trainer"), ("engine.decode_process", ".decode_child")}
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

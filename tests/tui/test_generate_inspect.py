@@ -11,13 +11,14 @@ from textual import events
 
 from tests.tui.pilot_helpers import notes, wait_for, zoom_shows
 from benchmarks.tiny_run import make_tiny_run
+from engine.decode_process import FLUSH_INTERVAL
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab
 from tui.tabs.inspect import InspectTab
 from tui.widgets.heatmap import Heatmap
 from tui.widgets.prompt_input import PromptInput, load_history
 from tui.widgets.sampling_form import parse_sampling
-from tui.widgets.stream_view import FLUSH_INTERVAL, StreamView
+from tui.widgets.stream_view import StreamView
 from tui.widgets.token_stream import TokenStream
 
 

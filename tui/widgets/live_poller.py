@@ -10,7 +10,6 @@ from typing import Any
 from textual.message import Message
 from textual.widget import Widget
 
-from tui import model_cache
 from tui.workers import ReportsWorkerErrors, engine_work
 
 LIVE_POLL_S = 1.0
@@ -60,12 +59,13 @@ class LivePoller(ReportsWorkerErrors, Widget):
 
     @engine_work("live-poll")
     def _poll(self, run_dir: Path) -> None:
+        from engine.checkpoint import checkpoint_stamp
         from engine.events import EventReader, Heads, typed
 
         if self._reader is None:  # follow() drops it when the run changes
             self._reader = EventReader(run_dir)
         heads = [e for e in typed(self._reader.poll()) if isinstance(e, Heads)]
-        stamp = model_cache.checkpoint_stamp(run_dir, "latest")
+        stamp = checkpoint_stamp(run_dir, "latest")
         new_checkpoint = stamp is not None and stamp != self._stamp
         self._stamp = stamp
         if heads or new_checkpoint:

@@ -4,14 +4,13 @@
 - chat: the panes are transcripts. Each side keeps its conversation (A/B: each its own replies); a turn's
   prompt is the whole conversation with the run's template applied (not shown), and the reply streams in.
 
-Generation runs in a thread worker that checks `is_cancelled` between tokens, so Escape stops it at once.
-Tokens are buffered in the worker and posted as one batch at most every FLUSH_INTERVAL seconds, so the
-screen is painted ~10 times a second (tqdm's pace) however fast the model is. Every frame costs the UI
-thread 5-15 ms on a 2-core machine whatever it changes (Textual re-renders each widget under the changed
-area, and a new line scrolls, so repaints, the whole pane and its scrollbar), and while it paints it
-holds the GIL the decode thread needs: at 30 frames a second the tab streamed at 0.7x of the CLI.
-In A/B mode the worker runs the fp32 checkpoint and then the int8 one with the same prompt, seed and
-settings, so the texts can be compared and each speed is measured without the other competing for the CPU.
+The tokens are decoded in the app's decode process (engine.decode_process), started on the first generation
+and ended with the view; decoding in a thread of the UI process would compete with the UI for the GIL. A
+thread worker waits on its pipe (the wait releases the GIL) and posts each batch it sends, at most one per
+engine.decode_process.FLUSH_INTERVAL seconds, so the screen is painted ~10 times a second however fast the model is. Escape
+cancels the worker, which tells the child to stop before its next token.
+In A/B mode the fp32 checkpoint streams and then the int8 one with the same prompt, seed and settings, so
+the texts can be compared and each speed is measured without the other competing for the CPU.
 """
 
 from __future__ import annotations
@@ -27,11 +26,10 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tui import model_cache
+from engine.decode_process import Batch, DecodeProcess, DecodeRequest
 from tui.widgets.token_stream import TokenStream
 from tui.workers import ReportsWorkerErrors, engine_work
 
-FLUSH_INTERVAL = 0.1
 # The speed in a pane's border is redrawn twice a second: a border change repaints the whole pane.
 STATS_INTERVAL = 0.5
 
@@ -41,9 +39,8 @@ class GenerationRequest:
     run_dir: Path
     checkpoints: list[str]  # one (plain) or two (A/B: fp32 then int8)
     prompt: str
-    sampling: dict[str, Any]  # SamplingConfig fields; built into one in the worker (torch stays off the UI thread)
-    # A chat: each side's conversation and the run's template; the worker renders the prompt from them
-    # (engine.tasks.instruct imports torch, which stays off the UI thread).
+    sampling: dict[str, Any]  # SamplingConfig fields; built into one in the decode process
+    # A chat: each side's conversation and the run's template; the decode process renders the prompt.
     chats: list[list[dict[str, str]]] | None = None
     template: dict[str, str] | None = None
 
@@ -83,6 +80,7 @@ class StreamView(ReportsWorkerErrors, Horizontal):
         self.chats: list[list[dict[str, str]]] = [[], []]  # each side's conversation
         self._replies: dict[int, list[str]] = {}  # the reply streaming on each side
         self._worker: Worker | None = None
+        self.decoder = DecodeProcess()  # its process starts with the first generation
         self._stats_shown: dict[int, float] = {}  # when each side's speed was last redrawn
         self._discard = False  # a cancelled stream's last batches must not land in the view that replaced it
 
@@ -141,40 +139,20 @@ class StreamView(ReportsWorkerErrors, Horizontal):
     def _generate(self, request: GenerationRequest) -> None:
         # Failures propagate: ReportsWorkerErrors turns them into a notification (and the log gets the traceback).
         worker = get_current_worker()
-        from engine.sampler import SamplingConfig, generate
-
-        cfg = SamplingConfig(**request.sampling)
         for side, which in enumerate(request.checkpoints):
-            prompt = request.prompt
-            if request.chats is not None:
-                from engine.tasks.instruct import prompt_text
-
-                prompt = prompt_text(request.template, request.chats[side])
             # The checkpoint first: a narrow panel cuts the title's end, and side by side it is what differs.
             self.post_message(SideStarted(side, f"{which} · {request.run_dir.name} · loading…"))
-            model, _, tokenizer = model_cache.load(request.run_dir, which)
-            self.post_message(SideStarted(side, f"{which} · {request.run_dir.name}"))
-            self._stream(worker, side, generate(model, tokenizer, prompt, cfg))
+            chat = request.chats[side] if request.chats is not None else None
+            decode = DecodeRequest(request.run_dir, which, request.prompt, request.sampling, chat, request.template)
+            for reply in self.decoder.stream(decode, lambda: worker.is_cancelled):
+                if isinstance(reply, Batch):
+                    self.post_message(TokensArrived(side, reply.tokens, reply.count, reply.elapsed, reply.final))
+                else:
+                    self.post_message(SideStarted(side, f"{which} · {request.run_dir.name}"))
             if worker.is_cancelled:
                 self.post_message(GenerationEnded("stopped"))
                 return
         self.post_message(GenerationEnded("done"))
-
-    def _stream(self, worker: Worker, side: int, tokens) -> None:
-        """Drain a token iterator, posting batches at most every FLUSH_INTERVAL seconds."""
-        start = last = time.monotonic()
-        batch: list[tuple[str, float]] = []
-        count = 0
-        for token in tokens:
-            if worker.is_cancelled:
-                break
-            batch.append((token.text, float(token.prob)))
-            count += 1
-            now = time.monotonic()
-            if now - last >= FLUSH_INTERVAL:
-                self.post_message(TokensArrived(side, batch, count, now - start))
-                batch, last = [], now
-        self.post_message(TokensArrived(side, batch, count, time.monotonic() - start, final=True))
 
     def on_side_started(self, message: SideStarted) -> None:
         self.side(message.side).border_title = message.title
@@ -200,6 +178,9 @@ class StreamView(ReportsWorkerErrors, Horizontal):
         if self._discard:  # the view was reset meanwhile: its status is already said
             self._discard = False
             message.stop()
+
+    def on_unmount(self) -> None:
+        self.decoder.close()  # the app is exiting: its decode process goes with it
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # ReportsWorkerErrors reports the error (Textual calls each class's handler along the MRO).
