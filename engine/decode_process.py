@@ -74,9 +74,13 @@ class ChildTraceback(Exception):
         return "\n" + self.args[0]
 
 
-def _start_child(conn: Any) -> None:
+def _start_child(conn: Any, environ: dict[str, str]) -> None:
     from .decode_child import serve  # the child's side imports torch; the parent's must not
 
+    # A fork of the forkserver has the environment the forkserver started with: the child gets its parent's
+    # (SMALLGPT_HOME and the rest, as they are now).
+    os.environ.clear()
+    os.environ.update(environ)
     serve(conn)
 
 
@@ -175,7 +179,7 @@ class DecodeProcess:
         ctx = _context()
         _start_resource_tracker()
         ours, theirs = ctx.Pipe()
-        process = ctx.Process(target=_start_child, args=(theirs,), name="smallgpt-decode", daemon=True)
+        process = ctx.Process(target=_start_child, args=(theirs, dict(os.environ)), name="smallgpt-decode", daemon=True)
         process.start()
         theirs.close()  # the child holds the only other end: it reads EOF when this process goes away
         self._process, self._conn = process, ours

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from textual import events
 
+from tests.engine.test_decode_process import alive, wait_gone
 from tests.tui.pilot_helpers import notes, wait_for, zoom_shows
 from benchmarks.tiny_run import make_tiny_run
 from engine.decode_process import FLUSH_INTERVAL
@@ -44,6 +45,7 @@ def run(home) -> Path:
 
 
 async def test_generation_streams_text_and_escape_stops_it(run):
+    """Also: the decode process serves the next generation after a stop, and ends with the app."""
     app = SmallGPTApp()
     async with app.run_test(size=(120, 40)) as pilot:
         tab = await open_tab(app, pilot, "4", GenerateTab)
@@ -63,6 +65,12 @@ async def test_generation_streams_text_and_escape_stops_it(run):
         assert stream.token_count == stopped_at < 100000
         assert "stopped" in str(tab.query_one("#gen-status").render())
         assert "tok/s" in stream.border_subtitle
+        pid = tab.streams.decoder.pid
+        set_field(tab, "max_new_tokens", "30")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not tab.running and stream.token_count == 30, what="the next generation")
+        assert tab.streams.decoder.pid == pid and alive(pid)
+    wait_gone(pid)
 
 
 async def test_typing_on_the_tab_starts_the_prompt_and_digits_still_switch_tabs(run):

@@ -5,10 +5,10 @@
   prompt is the whole conversation with the run's template applied (not shown), and the reply streams in.
 
 The tokens are decoded in the app's decode process (engine.decode_process), started on the first generation
-and ended with the view; decoding in a thread of the UI process would compete with the UI for the GIL. A
-thread worker waits on its pipe (the wait releases the GIL) and posts each batch it sends, at most one per
-engine.decode_process.FLUSH_INTERVAL seconds, so the screen is painted ~10 times a second however fast the model is. Escape
-cancels the worker, which tells the child to stop before its next token.
+and ended with the view: decoding in a thread of the UI process would compete with the UI for the GIL. A
+thread worker waits on its pipe (the wait releases the GIL) and posts each batch that arrives, at most one
+per engine.decode_process.FLUSH_INTERVAL seconds, so the screen is painted ~10 times a second however fast
+the model is. Escape cancels the worker, which tells the child to stop before its next token.
 In A/B mode the fp32 checkpoint streams and then the int8 one with the same prompt, seed and settings, so
 the texts can be compared and each speed is measured without the other competing for the CPU.
 """
