@@ -6,9 +6,10 @@ for milliseconds, and the Python-heavy loop of a small model waits (the tab stre
 
 `DecodeProcess` is the parent's side. It starts the child on the first stream and reuses it; the child keeps
 its loaded models (engine.checkpoint.ModelCache, so a new checkpoint is picked up). The child is forked from
-a forkserver that has torch and the decode modules imported (engine.decode_child), so it starts in a fraction
-of a second instead of the seconds a torch import takes, and never from the parent itself (plain fork of a
-process with threads, and maybe torch's thread pools, is unsafe).
+a forkserver, which imports torch and the decode modules (engine.decode_child) once for the whole process:
+the first start waits for that import (seconds, off the UI thread), a later child (a restart, or the next
+app's in a test session) starts in a fraction of a second. Never a plain fork of the parent: it has threads,
+and maybe torch's thread pools.
 
 One stream at a time: a request (`DecodeRequest`) is answered by `Loaded`, then `Batch`es of (text, prob)
 tokens at most every FLUSH_INTERVAL seconds, the last one `final`; or by the error the child raised (a
@@ -95,10 +96,8 @@ def _start_resource_tracker() -> None:
 
 
 def _context() -> Any:
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["engine.decode_child"])  # before the forkserver starts: once per process
+    ctx.set_forkserver_preload(["engine.decode_child"])  # read when the forkserver starts: once per process
     return ctx
 
 
@@ -179,7 +178,8 @@ class DecodeProcess:
         ctx = _context()
         _start_resource_tracker()
         ours, theirs = ctx.Pipe()
-        process = ctx.Process(target=_start_child, args=(theirs, dict(os.environ)), name="smallgpt-decode", daemon=True)
+        process = ctx.Process(target=_start_child, args=(theirs, dict(os.environ)), name="smallgpt-decode",
+                              daemon=True)
         process.start()
         theirs.close()  # the child holds the only other end: it reads EOF when this process goes away
         self._process, self._conn = process, ours
