@@ -7,10 +7,11 @@
 --view chat does the same in the chat view: an instruct run (the tiny run fine-tuned, untrained, from
 benchmarks/finetune_runs.py), one turn streaming its reply; the CLI generates from the same rendered prompt.
 
-The tab decodes in the app's decode process (engine.decode_process), as a user's does; its start and the model
-load come before the first token, when the tab's clock starts (as the CLI's starts after its load). On a
-busy machine the ratio reads high: the CLI's one-token steps run on one torch thread but its sampling ops on
-all of them, which wait for each other when another process holds a core; the decode process has cores - 1.
+The tab decodes in the app's decode process (engine.decode_process), as a user's does; the tab's clock starts
+once that process has started and loaded the model, as the CLI's starts after its load. On a
+busy machine the ratio reads high: the CLI keeps torch's threads at the core count (its one-token steps use
+one), and beside another busy process it slowed 3-4x (OMP_NUM_THREADS=1 did not); the decode process has
+cores - 1. Quote ratios from a quiet machine.
 
 The model has the `tiny` preset's shape (4 layers, 4 heads, 128 wide, block 64), seed-initialised, with
 end-of-text suppressed so every stream runs its full length (benchmarks/tiny_run.py). The app runs headless
