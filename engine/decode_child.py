@@ -8,7 +8,6 @@ thread anyway, and the UI process needs a core to paint what arrives.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import time
 import traceback
@@ -16,6 +15,7 @@ from typing import Any
 
 from .checkpoint import ModelCache
 from .decode_process import CANCEL, FLUSH_INTERVAL, Batch, DecodeRequest, Failed, Loaded
+from .errors import SmallGPTError
 from .paths import log_path
 from .process import share_cpu_with_ui
 from .sampler import SamplingConfig, generate
@@ -80,9 +80,8 @@ def _stream(conn: Any, models: ModelCache, request: DecodeRequest) -> None:
 
 
 def _failed(error: Exception) -> Failed:
-    """The error as the parent can rebuild it (else a RuntimeError saying what it was), with its traceback."""
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
+    """The error with its traceback: ours as itself (a message is all it holds, so the parent rebuilds it),
+    any other as a RuntimeError saying what it was (its class might not rebuild from its message)."""
+    if not isinstance(error, SmallGPTError):
         error = RuntimeError(f"{type(error).__name__}: {error}")
     return Failed(error, traceback.format_exc())
