@@ -177,12 +177,12 @@ async def test_resizing_down_to_40x12_on_every_tab_lays_the_tab_out_again(corpus
             tab = app.tab_widget(pane)
             for width, height in [(40, 12), (80, 24)]:
                 await pilot.resize_terminal(width, height)
-                # The active tab is laid out again inside the new screen, under the tab bar.
+                # The active tab is laid out again inside the new screen, under the tab bar, which scrolls its
+                # title into view (at 40 columns the titles do not all fit; the scroll trails the layout).
                 await wait_for(pilot, lambda: app.screen.size == (width, height) and tab.region.width > 0
-                               and tab.region.height > 0 and app.screen.region.contains_region(tab.region),
-                               what=f"the {title} tab at {width}x{height}")
-                screen = screen_svg(app)
-                assert "Traceback" not in screen and title in screen
+                               and tab.region.height > 0 and app.screen.region.contains_region(tab.region)
+                               and title in screen_svg(app), what=f"the {title} tab at {width}x{height}")
+                assert "Traceback" not in screen_svg(app)
         assert not notes(app)
 
 
