@@ -1,9 +1,8 @@
 """Generation in a child process, streamed back over a pipe in batches: how the TUI's Generate tab decodes.
 
 A decode loop in the UI process shares the GIL with the UI's event loop: each frame the UI paints holds it
-for milliseconds, and the Python-heavy loop of a small model waits (the tab streamed at ~0.7x of the CLI,
-~0.9x even with nothing painted). In its own process the loop runs as fast as the CLI's (0.98x, one torch
-thread each, on a busy machine); docs/PERFORMANCE.md has the tab's numbers.
+for milliseconds, and the Python-heavy loop of a small model waits. In its own process the loop runs as
+fast as the CLI's (docs/PERFORMANCE.md has the numbers).
 
 `DecodeProcess` is the parent's side. It starts the child on the first stream and reuses it; the child keeps
 its loaded models (engine.checkpoint.ModelCache, so a new checkpoint is picked up). The child is forked from
