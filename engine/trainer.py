@@ -25,11 +25,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim._muon import _adjust_lr
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .errors import CheckpointError, RunError, SmallGPTError
+from .errors import CheckpointError, ConfigError, RunError, SmallGPTError
 from .events import EventWriter, read_events, sanitize
 from .inspection import heads_event
 from .lora import frozen_base_to, trainable_counts
@@ -135,37 +134,43 @@ class Chained:
             offset += n
 
 
-class Muon(torch.optim.Muon):
-    """torch.optim.Muon's update, hyper-parameters and state, with Newton-Schulz run once per group of
-    same-shape matrices (batched bf16 matmuls) instead of once per matrix: on a CPU, torch's loop over
-    small matrices (with a copy for each transposed one) took 1.5x as long for `tiny`."""
+# torch.optim.Muon is in torch >= 2.9; with an older torch, runs train with AdamW only (make_optimizer says so).
+if hasattr(torch.optim, "Muon"):
+    from torch.optim._muon import _adjust_lr
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            bufs: list[torch.Tensor] = []
-            self._init_group(group, params, grads, bufs)
-            if not params:
-                continue
-            lr, momentum = float(group["lr"]), group["momentum"]
-            torch._foreach_lerp_(bufs, grads, 1 - momentum)
-            updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
-            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-            shapes: dict[torch.Size, list[int]] = {}
-            for i, p in enumerate(params):
-                shapes.setdefault(p.shape, []).append(i)
-            for shape, idx in shapes.items():
-                ortho = _newton_schulz(torch.stack([updates[i] for i in idx]), group["ns_coefficients"],
-                                       group["ns_steps"], group["eps"])
-                adjusted = _adjust_lr(lr, group["adjust_lr_fn"], shape)
-                torch._foreach_add_([params[i] for i in idx], list(ortho.unbind(0)), alpha=-adjusted)
-        return loss
+    class Muon(torch.optim.Muon):
+        """torch.optim.Muon's update, hyper-parameters and state, with Newton-Schulz run once per group of
+        same-shape matrices (batched bf16 matmuls) instead of once per matrix: on a CPU, torch's loop over
+        small matrices (with a copy for each transposed one) took 1.5x as long for `tiny`."""
+
+        @torch.no_grad()
+        def step(self, closure: Callable[[], Any] | None = None) -> Any:
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                params: list[torch.Tensor] = []
+                grads: list[torch.Tensor] = []
+                bufs: list[torch.Tensor] = []
+                self._init_group(group, params, grads, bufs)
+                if not params:
+                    continue
+                lr, momentum = float(group["lr"]), group["momentum"]
+                torch._foreach_lerp_(bufs, grads, 1 - momentum)
+                updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+                torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+                shapes: dict[torch.Size, list[int]] = {}
+                for i, p in enumerate(params):
+                    shapes.setdefault(p.shape, []).append(i)
+                for shape, idx in shapes.items():
+                    ortho = _newton_schulz(torch.stack([updates[i] for i in idx]), group["ns_coefficients"],
+                                           group["ns_steps"], group["eps"])
+                    adjusted = _adjust_lr(lr, group["adjust_lr_fn"], shape)
+                    torch._foreach_add_([params[i] for i in idx], list(ortho.unbind(0)), alpha=-adjusted)
+            return loss
+else:
+    Muon = None
 
 
 def _newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
@@ -196,13 +201,16 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim
         adamw = torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), foreach=True)
     if not muon:
         return adamw
+    if Muon is None:
+        raise ConfigError(f"optimizer = \"muon\" needs torch 2.9 or newer (this is {torch.__version__}): "
+                          "upgrade torch, or train with --optimizer adamw.")
     return Chained(adamw, Muon(muon, lr=t.muon_lr, weight_decay=t.weight_decay))
 
 
 def set_lr(optimizer: torch.optim.Optimizer | Chained, factor: float, cfg: RunConfig) -> None:
     """Every group at its optimizer's peak learning rate (lr; Muon: muon_lr) times the schedule's factor."""
     for o in getattr(optimizer, "optimizers", (optimizer,)):
-        peak = cfg.train.muon_lr if isinstance(o, torch.optim.Muon) else cfg.train.lr
+        peak = cfg.train.lr if isinstance(o, torch.optim.AdamW) else cfg.train.muon_lr
         for group in o.param_groups:
             group["lr"] = peak * factor
 
