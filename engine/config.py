@@ -332,25 +332,28 @@ class SamplingConfig:
             raise ConfigError(f"seed must be a whole number (got {self.seed!r}).")
 
 
-# Presets set the model shape and, where the shape wants it, the training recipe. `tiny` is the classic
-# CPU shakespeare-char shape; its batch and lr are tuned for time to a good loss on a small CPU.
+# Presets set the model shape and, where the shape wants it, the training recipe. The GPT presets but gpt2
+# (GPT-2's own choices) train the fastest way measured on 2 CPU cores (docs/PERFORMANCE.md): rotary positions
+# and QK-norm in the model, Muon on the blocks' matrices, warmup-stable-decay.
+_FAST_MODEL = dict(positions="rotary", qk_norm=True)
+_FAST_TRAIN = dict(optimizer="muon", muon_lr=0.04, schedule="wsd", cooldown=0.3)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # tiny: ~3 minutes on 2 CPU cores, past nanoGPT's CPU recipe's final loss in a fraction of its time
-    # (docs/PERFORMANCE.md): rotary positions, QK-norm, Muon, warmup-stable-decay. A high lr suits a
-    # 0.8M-parameter model; frequent evals on fewer batches show the samples turning into words.
-    "tiny": {"model": dict(kind="gpt", n_layer=4, n_head=4, n_embd=128, block_size=64, mlp_ratio=4,
-                           positions="rotary", qk_norm=True),
+    # tiny: nanoGPT's CPU shape, ~3 minutes on 2 CPU cores, past nanoGPT's CPU recipe's final loss in a
+    # fraction of its time. A high lr suits a 0.8M-parameter model; frequent evals on fewer batches show the
+    # samples turning into words.
+    "tiny": {"model": dict(kind="gpt", n_layer=4, n_head=4, n_embd=128, block_size=64, mlp_ratio=4, **_FAST_MODEL),
              "train": dict(batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=50, max_steps=1500,
-                           eval_interval=100, eval_batches=10, optimizer="muon", muon_lr=0.04, schedule="wsd",
-                           cooldown=0.3)},
-    "small": {"model": dict(kind="gpt", n_layer=6, n_head=6, n_embd=384, block_size=256, mlp_ratio=4),
-              "train": dict(lr=1e-3, min_lr=1e-4, batch_size=16)},
-    "medium": {"model": dict(kind="gpt", n_layer=7, n_head=6, n_embd=384, block_size=256, mlp_ratio=4),
-               "train": dict(lr=1e-3, min_lr=1e-4, batch_size=16)},
+                           eval_interval=100, eval_batches=10, **_FAST_TRAIN)},
+    # small, medium and seed19m: the same recipe, AdamW (embeddings, head, norms) at their old lr.
+    "small": {"model": dict(kind="gpt", n_layer=6, n_head=6, n_embd=384, block_size=256, mlp_ratio=4, **_FAST_MODEL),
+              "train": dict(lr=1e-3, min_lr=1e-4, batch_size=16, **_FAST_TRAIN)},
+    "medium": {"model": dict(kind="gpt", n_layer=7, n_head=6, n_embd=384, block_size=256, mlp_ratio=4, **_FAST_MODEL),
+               "train": dict(lr=1e-3, min_lr=1e-4, batch_size=16, **_FAST_TRAIN)},
     # The "19M-parameter GPT" of one source document; it says 7 heads, which cannot divide 384, so 6.
-    "seed19m": {"model": dict(kind="gpt", n_layer=7, n_head=6, n_embd=384, block_size=512, mlp_ratio=6),
+    "seed19m": {"model": dict(kind="gpt", n_layer=7, n_head=6, n_embd=384, block_size=512, mlp_ratio=6,
+                              **_FAST_MODEL),
                 "data": dict(tokenizer_kind="bpe", vocab_size=8192),
-                "train": dict(lr=6e-4, min_lr=6e-5, batch_size=8)},
+                "train": dict(lr=6e-4, min_lr=6e-5, batch_size=8, **_FAST_TRAIN)},
     "lstm": {"model": dict(kind="lstm", n_layer=2, n_embd=512, n_head=1, block_size=128),
              "train": dict(lr=2e-3, min_lr=2e-4)},
     "gpt2": {"model": dict(kind="gpt", n_layer=12, n_head=12, n_embd=768, block_size=1024, mlp_ratio=4,

@@ -185,13 +185,19 @@ def _newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], st
     return x.mT if tall else x
 
 
+def split_for_muon(model: nn.Module, cfg: RunConfig) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(the trainable parameters Muon steps, the ones AdamW steps): with optimizer muon, the blocks' 2-D
+    matrices go to Muon; embeddings, the head, biases and norms (and everything with adamw) to AdamW."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    muon = [p for n, p in named if cfg.train.optimizer == "muon" and p.dim() == 2 and ".h." in f".{n}"]
+    return muon, [p for n, p in named if not any(p is q for q in muon)]
+
+
 def make_optimizer(model: nn.Module, cfg: RunConfig, device: str) -> torch.optim.Optimizer | Chained:
     """AdamW; weight decay on 2-D weights (matmuls, embeddings) only, never on biases and norms. With
     optimizer muon, the blocks' matrices go to Muon (orthogonalised momentum, at muon_lr) instead."""
     t = cfg.train
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    muon = [p for n, p in named if t.optimizer == "muon" and p.dim() == 2 and ".h." in f".{n}"]
-    rest = [p for n, p in named if not any(p is q for q in muon)]
+    muon, rest = split_for_muon(model, cfg)
     groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
     fast = {"fused": True} if device in ("cuda", "cpu", "mps") else {"foreach": True}
