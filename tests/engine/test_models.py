@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from engine.config import ModelConfig, preset
 from engine.errors import ConfigError
@@ -295,6 +296,18 @@ def test_rotary_scores_depend_only_on_the_distance_between_positions():
     assert score(7, 3) == pytest.approx(score(4, 0), abs=1e-5) == pytest.approx(score(12, 8), abs=1e-5)
     assert score(7, 3) != pytest.approx(score(7, 4), abs=1e-3)
     assert "wpe" not in gpt(positions="rotary").transformer  # positions live in attention only
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_rotary_with_qk_norm_is_the_plain_formula_and_its_hand_written_backward_is_its_derivative(norm):
+    from engine.models.gpt import _NormRotate, _rotary_tables
+
+    c, s = (t.unsqueeze(1).double() for t in _rotary_tables(8, 6))  # [T, 1, hd / 2] as attention uses them
+    x = (3 * torch.randn(2, 6, 4, 8, generator=torch.Generator().manual_seed(16), dtype=torch.float64))
+    x.requires_grad_()
+    n1, n2 = (F.rms_norm(x, (8,)) if norm else x).chunk(2, dim=-1)  # the pair (i, i + 4) turns by angle i
+    torch.testing.assert_close(_NormRotate.apply(x, c, s, norm), torch.cat((n1 * c - n2 * s, n2 * c + n1 * s), -1))
+    assert torch.autograd.gradcheck(lambda t: _NormRotate.apply(t, c, s, norm), (x,))
 
 
 def test_rotary_needs_an_even_head_dimension():
