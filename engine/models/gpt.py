@@ -42,8 +42,8 @@ def _rotary_tables(head_dim: int, length: int, base: float = 10000.0) -> tuple[T
 
 class _NormRotate(torch.autograd.Function):
     """RoPE of x [..., hd] by the angles of cos and sin [..., hd / 2] (`_rotary_tables`), after an RMS norm
-    over hd when `norm`, in fp32 at least, with a hand-written backward: half the passes over x of autograd's
-    (norm, x * cos, a swapped copy, ...), work that was a fifth of a `medium` training step on a CPU."""
+    over hd when `norm`, in fp32 at least. The backward is written by hand because autograd's makes about
+    twice the passes over x (docs/PERFORMANCE.md)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, cos: Tensor, sin: Tensor, norm: bool) -> Tensor:
@@ -52,7 +52,7 @@ class _NormRotate(torch.autograd.Function):
         r = None
         if norm:
             r = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.size(-1))
-            r = r.add_(torch.finfo(x.dtype).eps).rsqrt_()  # fp32's eps for bf16 too: decode matches the forward
+            r = r.add_(torch.finfo(x.dtype).eps).rsqrt_()  # fp32's eps for bf16 too: a bf16 decode matches fp32
             x = x * r
         x1, x2 = x[..., :half], x[..., half:]
         out = torch.empty_like(x)  # (x1 cos - x2 sin, x2 cos + x1 sin)
