@@ -8,6 +8,7 @@ on stderr, a bug a traceback (both reach RUN/train.log, and the events as `error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import SmallGPTError
@@ -35,4 +36,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        # A torchrun rank: DDP keeps gloo's process group, and its worker threads, alive past
+        # destroy_process_group, and the interpreter's teardown of them can abort a rank that finished
+        # cleanly ("terminate called without an active exception", exit -6). Everything is written and
+        # closed by now, so leave without that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
