@@ -182,7 +182,8 @@ def load_model(run_dir: Path, which: str = "best", device: str = "cpu") -> tuple
         raise CheckpointError(f"Unknown checkpoint '{which}': use latest, best or int8.")
     ckpt = find(run_dir, which)
     if ckpt is None and which == "int8":
-        raise CheckpointError(f"Run {run_dir} has no int8 checkpoint yet: run `smallgpt quantize {rd.name}` first.")
+        raise CheckpointError(f"Run {run_dir} has no int8 checkpoint yet: quantize it first (ctrl+t in the "
+                              f"TUI's Generate tab, or `smallgpt quantize {rd.name}`).")
     if ckpt is None:
         raise CheckpointError(f"Run {run_dir} has no {which} checkpoint yet: train it (or wait for its first eval).")
     if cfg.lora.rank and which != "int8":  # adapters over the base run's weights, merged for inference

@@ -24,7 +24,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane, Tabs
 from engine.errors import SmallGPTError
 from engine.paths import log_path
 from tui.driver import HangUp, TerminalDriver
-from tui.messages import CorpusSelected, RunAttached, SplitChanged, TokenizerReady
+from tui.messages import CorpusSelected, RunAttached, RunStates, SplitChanged, TokenizerReady
 from tui.screens import HelpScreen, QuitScreen
 from tui.settings import Settings
 from tui.tabs.data import DataTab
@@ -63,6 +63,7 @@ class SmallGPTApp(App):
     tokenizer_path: reactive[str] = reactive("", init=False)
     val_ratio: reactive[float] = reactive(0.1, init=False)
     active_run: reactive[str] = reactive("", init=False)
+    run_states: reactive[tuple[tuple[str, str], ...]] = reactive((), init=False)
 
     def __init__(self, corpus: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(driver_class=TerminalDriver)
@@ -109,6 +110,9 @@ class SmallGPTApp(App):
 
     def on_run_attached(self, message: RunAttached) -> None:
         self.active_run = message.run_dir
+
+    def on_run_states(self, message: RunStates) -> None:
+        self.run_states = message.states
 
     # ----- errors -----------------------------------------------------------------------------------
     def report_error(self, error: BaseException) -> None:

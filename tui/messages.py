@@ -1,5 +1,5 @@
 """Messages the tabs exchange. A tab posts one; it bubbles to the app, which records the choice in its
-shared reactive state (SmallGPTApp.corpus, .tokenizer_path, .val_ratio, .active_run) and the settings file.
+shared reactive state (SmallGPTApp.corpus, .tokenizer_path, .val_ratio, .active_run, .run_states) and the settings file.
 Other tabs watch that state instead of listening to each other.
 
 Every message in tui/ is a dataclass subclass of Message (Message.__post_init__ initializes it), declared
@@ -38,6 +38,12 @@ class TokenizerReady(Message):
 class RunAttached(Message):
     """The Train tab now follows this run directory (the Generate and Inspect tabs default to it)."""
     run_dir: str
+
+
+@dataclass
+class RunStates(Message):
+    """The runs under checkpoints/ as last listed, as (path, status) pairs (pickers re-list when they change)."""
+    states: tuple[tuple[str, str], ...]
 
 
 @dataclass

@@ -58,6 +58,32 @@ async def test_a_run_pickers_blank_row_says_there_are_no_runs_only_while_there_a
         assert picker.query_one("#run", Select).prompt != NO_RUNS  # the blank row of a list of runs
 
 
+async def test_a_run_that_ends_while_generate_is_shown_is_relabelled_there(corpus, home):
+    """The picker's "name · status · step" follows the run: the Train tab's follower sees the trainer's lock
+    go, and the Generate tab's picker re-lists while it stays shown."""
+    from contextlib import ExitStack
+
+    from benchmarks.tiny_run import make_tiny_run
+    from engine.runs import hold_lock
+    from textual.widgets import Select
+
+    run_dir = make_tiny_run(home)
+    app = SmallGPTApp(corpus=corpus)
+
+    def label() -> str:
+        select = app.query_one("#gen-run #run", Select)
+        return dict((v, str(t)) for t, v in select._options).get(str(run_dir), "")
+
+    with ExitStack() as trainer:
+        trainer.enter_context(hold_lock(run_dir))  # as a live trainer holds it
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("4")
+            await wait_for(pilot, lambda: "· running" in label(), what="the run listed as running")
+            trainer.close()  # the trainer exits
+            await wait_for(pilot, lambda: label() and "· running" not in label(), timeout=8,
+                           what="the run relabelled")
+
+
 async def test_help_lists_the_keys_of_the_app_and_of_every_tab(corpus):
     app = SmallGPTApp(corpus=corpus)
     async with app.run_test(size=(80, 24)) as pilot:

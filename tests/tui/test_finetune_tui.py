@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import Input, Select
 
 from benchmarks.finetune_runs import write_chat_data, write_classify_data
-from tests.tui.pilot_helpers import settle, wait_for
+from tests.tui.pilot_helpers import notes, settle, wait_for
 from benchmarks.tiny_run import make_tiny_run
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab
@@ -103,6 +103,20 @@ async def test_instruct_fine_tune_then_a_two_turn_chat(home):
         transcript = gen.query_one("#out-a", TokenStream)
         assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
         assert transcript.text == chat[1]["content"] + chat[3]["content"]
+
+        await pilot.press("ctrl+b")  # A/B before any int8 exists: the int8 side fails, saying how to make it
+        prompt.value = "who sat on the mat"
+        prompt.focus()
+        await pilot.press("enter")
+
+        def said() -> str:
+            return " ".join(n.message for n in notes(app))
+
+        await wait_for(pilot, lambda: "no int8 checkpoint" in said(), timeout=120, what="the note")
+        await wait_for(pilot, lambda: not gen.running, what="the end of the A/B turn")
+        assert "ctrl+t" in said()
+        assert [m["role"] for m in gen.streams.chats[0]] == ["user", "assistant"]
+        assert gen.streams.chats[1] == []  # the failed side's turn is not left without its reply
 
     from engine.checkpoint import load_model
     from engine.sampler import SamplingConfig, generate_text

@@ -21,7 +21,7 @@ from textual.widget import Widget
 
 from engine.errors import SmallGPTError
 from engine.events import Error, EventReader, parse_event
-from tui.messages import RunAttached
+from tui.messages import RunAttached, RunStates
 from tui.run_history import RunHistory
 from tui.workers import ReportsWorkerErrors
 
@@ -164,6 +164,7 @@ class RunFollower(ReportsWorkerErrors, Widget):
                 changed = False
                 if refresh_runs or tick % RUNS_EVERY == 0:
                     self.runs = await asyncio.to_thread(list_runs)
+                    self.app.post_message(RunStates(tuple((str(r.path), r.status) for r in self.runs)))
                     changed = True
                     if not self.attached:  # a run started before this TUI (or from the CLI): follow it
                         self._reattach()

@@ -60,9 +60,11 @@ class RunPicker(ReportsWorkerErrors, Horizontal):
 
     def on_mount(self) -> None:
         self.refresh_runs()
-        # The Train tab's attached run becomes the default here (SmallGPTApp.active_run).
-        if hasattr(self.app, "active_run"):
-            self.watch(self.app, "active_run", lambda _: self.refresh_runs(), init=False)
+        # The Train tab's attached run becomes the default here (SmallGPTApp.active_run), and a run that
+        # starts or ends while this is shown is re-labelled (SmallGPTApp.run_states).
+        for state in ("active_run", "run_states"):
+            if hasattr(self.app, state):
+                self.watch(self.app, state, lambda _: self.refresh_runs(), init=False)
 
     def on_show(self) -> None:
         self.refresh_runs()  # runs may have been created or finished while another tab was shown

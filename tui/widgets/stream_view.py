@@ -186,3 +186,6 @@ class StreamView(ReportsWorkerErrors, Horizontal):
         # ReportsWorkerErrors reports the error (Textual calls each class's handler along the MRO).
         if event.state == WorkerState.ERROR and event.worker is self._worker:
             self.running = self._discard = False
+            for side in self._replies:  # a chat side that failed (an A/B's missing int8): its user turn had
+                self.chats[side].pop()  # no reply, so the conversation goes on without it
+            self._replies = {}
