@@ -23,6 +23,9 @@ from .models import count_params
 from .rundir import FP32_CHECKPOINTS, RunDir
 from .runs import run_path
 from .tasks import task_info, write_task_info
+from .tasks.instruct import InstructTask
+from .tokenizer import Tokenizer
+
 
 def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path | None = None) -> Path:
     """A new run fine-tuning cfg.task.init_from on cfg.data.corpus (the task data): the base's [model] and
@@ -32,10 +35,12 @@ def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path |
     base = RunConfig.load(base_rd.config)
     cfg = replace(cfg, model=replace(base.model, n_classes=0, dropout=cfg.model.dropout),
                   data=replace(base.data, corpus=cfg.data.corpus, val_ratio=cfg.data.val_ratio, tokenizer=""))
-    _, info = task_info(cfg) if cfg.task.kind != "lm" else (None, {})
+    data, info = task_info(cfg) if cfg.task.kind != "lm" else (None, {})
     if cfg.task.kind == "classify":
         cfg.model.n_classes = len(info["labels"])
     cfg.validate()
+    if cfg.task.kind == "instruct":  # prompts that fill the base's block are refused now, not when it starts
+        InstructTask(cfg, Tokenizer.load(base_rd.tokenizer), data, info)
     path = Path(run_dir) if run_dir is not None else run_path(name or _default_name(cfg, base_dir))
     rd = RunDir(path)
     if rd.is_run():
@@ -51,14 +56,6 @@ def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path |
 def _default_name(cfg: RunConfig, base_dir: Path) -> str:
     lora = "-lora" if cfg.lora.rank else ""
     return f"{base_dir.name[:40]}-{cfg.task.kind}{lora}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-
-
-
-
-
-
 
 
 def merge_run(run_dir: Path, which: str = "best", name: str | None = None) -> Path:

@@ -126,6 +126,12 @@ def test_prompts_longer_than_the_block_name_the_block_size_they_need(base, home)
     cfg.model.block_size = prompt  # the first response token is the last target: the records train
     assert all(len(seqs) for seqs in make_task(cfg, tokenizer, run_dir).split.values())
 
+    too_long = [{"instruction": "Say hi to " + "x" * 300 + ".", "input": "", "output": "hi"}] * 12
+    (home / "long.json").write_text(json.dumps(too_long))
+    with pytest.raises(CorpusError, match="longer than the base's block size \\(256 tokens"):
+        finetune("instruct", str(home / "long.json"), "long")
+    assert not (home / "checkpoints" / "long").exists()  # refused when created: no run directory is left
+
 
 # --- classification and frozen layers --------------------------------------------------------------
 def test_classifier_trains_only_its_scope_and_reports_on_val_and_test(base, home):

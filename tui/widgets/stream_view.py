@@ -188,4 +188,5 @@ class StreamView(ReportsWorkerErrors, Horizontal):
             self.running = self._discard = False
             for side in self._replies:  # a chat side that failed (an A/B's missing int8): its user turn had
                 self.chats[side].pop()  # no reply, so the conversation goes on without it
+                self.side(side).append_text("(no reply: see the note)\n", "dim")
             self._replies = {}
