@@ -121,6 +121,29 @@ async def test_the_generated_task_fields_show_for_their_task_and_reach_the_confi
         assert errors == {} and cfg.task.eval_samples == 3 and cfg.task.balance is False
 
 
+async def test_a_preset_started_from_the_form_is_the_preset_with_the_apps_data(home):
+    """What the form does not show (rotary, QK-norm, Muon and its lr, WSD, eval batches, a BPE tokenizer) is
+    the chosen preset's, so the TUI trains the recipe the CLI's --preset does."""
+    from dataclasses import replace
+
+    from engine.config import PRESETS, preset
+
+    app = SmallGPTApp(corpus=write_corpus(home))
+    async with app.run_test(size=(120, 60)) as pilot:
+        form = await _open_form(pilot)
+        for name in PRESETS:
+            form.query_one("#preset", Select).value = name
+            await pilot.pause()
+            cfg, errors = form.config()
+            expected = preset(name)
+            expected = replace(expected, data=replace(expected.data, corpus=app.corpus, tokenizer=app.tokenizer_path,
+                                                      val_ratio=app.val_ratio),
+                               train=replace(expected.train, min_lr=expected.train.lr / 10))  # the form's rule
+            assert errors == {} and cfg == expected, name
+            tokenizer = form.query_one("#train-data").render()
+            assert f"{expected.data.tokenizer_kind} (trained with the run)" in str(tokenizer), name
+
+
 def test_every_form_field_has_a_label_of_at_most_13_characters():
     """The form's label column is 14 wide with one cell of padding."""
     assert all(0 < len(k.label) <= 13 for k in FIELDS)

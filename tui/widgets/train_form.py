@@ -84,7 +84,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         self._preset = str(saved.get("preset", DEFAULT_PRESET))
         self._preview_key: tuple[str, str, str, str] | None = None
         self._preview_timer: Any = None
-        base = preset(self._preset) if self._preset in PRESETS else RunConfig()
+        base = self._base()
         with VerticalScroll(id="train-form"):
             yield Static(id="train-data")
             for title, section_id, classes in SECTIONS:
@@ -226,7 +226,8 @@ class TrainForm(ReportsWorkerErrors, Vertical):
 
     def _show_data_choice(self, _value: Any = None) -> None:
         app: Any = self.app
-        tok = Path(app.tokenizer_path).name if app.tokenizer_path else "char (trained with the run)"
+        tok = (Path(app.tokenizer_path).name if app.tokenizer_path
+               else f"{self._base().data.tokenizer_kind} (trained with the run)")
         if base := self._raw(KNOB["task.init_from"]):  # engine.finetune takes the base's shape and tokenizer
             tok = f"shape, tokenizer and weights of {Path(base).name}"
         self.query_one("#train-data", Static).update(Text(f"corpus: {app.corpus}\ntokenizer: {tok}"))
@@ -270,7 +271,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         try:
             if not self.fine_tune:
                 values["data"] = {"corpus": app.corpus, "tokenizer": app.tokenizer_path, "val_ratio": app.val_ratio}
-                cfg = apply_overrides(RunConfig(), values)
+                cfg = apply_overrides(self._base(), values)  # what the form does not show is the preset's
                 validate(cfg)
                 return cfg, {}
             from engine.config import finetune_config
@@ -324,12 +325,18 @@ class TrainForm(ReportsWorkerErrors, Vertical):
                     self._apply_preset(self._preset)
             self.validate()
 
+    def _base(self) -> RunConfig:
+        """The chosen preset: the form's fields override it; the rest of its recipe (positions, QK-norm,
+        optimizer, schedule, the tokenizer it trains) comes as it is."""
+        return preset(self._preset) if self._preset in PRESETS else RunConfig()
+
     def _apply_preset(self, name: str) -> None:
         self._preset = name
         cfg = preset(name)
         for k in FIELDS:
             value = getattr(getattr(cfg, k.table), k.name)
             self.query_one(f"#{field_id(k)}").value = str(value)  # type: ignore[attr-defined]
+        self._show_data_choice()
         self.validate()
 
     def remember(self) -> None:
