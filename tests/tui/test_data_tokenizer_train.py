@@ -179,6 +179,7 @@ async def test_starting_with_a_missing_corpus_is_a_notification(home, monkeypatc
         messages = [n.message for n in notes(app)]
         assert messages and all("missing.txt" in m for m in messages)
         assert not any("Traceback" in m or "Internal error" in m for m in messages)
+        assert str(app.query_one("#run-status").text) == "start failed (see the notification)"  # not "Creating…"
         assert app.is_running
 
 

@@ -24,7 +24,7 @@ from tui.widgets.run_follower import FollowChanged, RunFollower
 from tui.widgets.run_monitor import RunMonitor
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_form import TrainForm
-from tui.workers import engine_work
+from tui.workers import WorkFailed, engine_work
 
 
 @dataclass
@@ -106,6 +106,10 @@ class TrainTab(EngineTab):
 
     def on_run_launched(self, message: RunLaunched) -> None:
         self.follower.attach(message.run_dir, message.pid)
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.group in ("start", "resume"):  # instead of "Creating the run…" for good
+            self.monitor.say(f"{message.group} failed (see the notification)")
 
     def action_stop(self) -> None:
         w = self.follower.followed
