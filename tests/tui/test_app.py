@@ -80,8 +80,7 @@ async def test_a_run_that_ends_while_generate_is_shown_is_relabelled_there(corpu
             await pilot.press("4")
             await wait_for(pilot, lambda: "· running" in label(), what="the run listed as running")
             trainer.close()  # the trainer exits
-            await wait_for(pilot, lambda: label() and "· running" not in label(), timeout=8,
-                           what="the run relabelled")
+            await wait_for(pilot, lambda: label() and "· running" not in label(), what="the run relabelled")
 
 
 async def test_help_lists_the_keys_of_the_app_and_of_every_tab(corpus):

@@ -142,6 +142,14 @@ async def test_a_preset_started_from_the_form_is_the_preset_with_the_apps_data(h
             assert errors == {} and cfg == expected, name
             tokenizer = form.query_one("#train-data").render()
             assert f"{expected.data.tokenizer_kind} (trained with the run)" in str(tokenizer), name
+            # The hint under the preset names what it sets beyond the fields, each as the config will hold it.
+            hint = form.query_one("#preset-recipe")
+            pairs = dict(item.split("=") for item in str(hint.render()).removeprefix("also: ").split()) \
+                if hint.display else {}
+            held = {(k, str(v).lower() if isinstance(v, bool) else str(v))
+                    for table in (cfg.model, cfg.data, cfg.train) for k, v in vars(table).items()}
+            assert set(pairs.items()) <= held, name
+            assert ("optimizer" in pairs) == (cfg.train.optimizer == "muon"), name
 
 
 def test_every_form_field_has_a_label_of_at_most_13_characters():

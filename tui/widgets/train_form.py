@@ -94,6 +94,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
                             yield Label("preset", classes="field-label")
                             yield Select([(p, p) for p in PRESETS], value=self._preset, allow_blank=False,
                                          compact=True, id="preset")
+                        yield Static(id="preset-recipe", classes="field-hint")
                     for k in sorted((k for cls in classes for k in knobs(cls) if k.label), key=_form_order):
                         value = getattr(getattr(base, k.table), k.name)
                         yield from self._field_row(k, saved.get(saved_key(k), value))
@@ -139,6 +140,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
         self.watch(self.app, "tokenizer_path", self._show_data_choice)
         self._list_bases()
         self._show_task_fields()
+        self._show_recipe()
         self.validate()
 
     def on_show(self) -> None:
@@ -337,12 +339,32 @@ class TrainForm(ReportsWorkerErrors, Vertical):
             value = getattr(getattr(cfg, k.table), k.name)
             self.query_one(f"#{field_id(k)}").value = str(value)  # type: ignore[attr-defined]
         self._show_data_choice()
+        self._show_recipe()
         self.validate()
+
+    def _show_recipe(self) -> None:
+        text = recipe_text(self._base())
+        hint = self.query_one("#preset-recipe", Static)
+        hint.update(Text(text))
+        hint.display = bool(text)
 
     def remember(self) -> None:
         """Save the fields as typed, so the next session starts from them."""
         values = {saved_key(k): self._raw(k) for k in FIELDS if k.path != "task.init_from"}
         self.app.settings.update("train_form", preset=self._preset, **values)  # type: ignore[attr-defined]
+
+
+def recipe_text(cfg: RunConfig) -> str:
+    """What a preset sets that the form has no field for, as config.toml keys: "also: positions=rotary
+    qk_norm=true optimizer=muon ..."; "" when nothing (min_lr is the form's own: a tenth of the lr)."""
+    default = RunConfig()
+    shown = []
+    for table in ("model", "data", "train"):
+        for k in knobs(type(getattr(cfg, table))):
+            value = getattr(getattr(cfg, table), k.name)
+            if not k.label and k.path != "train.min_lr" and value != getattr(getattr(default, table), k.name):
+                shown.append(f"{k.name}={str(value).lower() if isinstance(value, bool) else value}")
+    return "also: " + " ".join(shown) if shown else ""
 
 
 def preview_text(kind: str, data: str, text_col: str, label_col: str, n: int = 3) -> Text:
