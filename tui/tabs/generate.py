@@ -178,6 +178,8 @@ class GenerateTab(EngineTab, can_focus=True):
             return self.running  # "Stop" shows in the Footer only while something streams
         if action == "new_chat":
             return self.mode == "instruct"
+        if action == "toggle_colors":
+            return self.mode != "classify"  # class bars have no tokens to colour
         return True
 
     def action_toggle_ab(self) -> None:
