@@ -10,7 +10,6 @@ head and are loaded over the base run's weights.
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .events import EventWriter
 from .lora import export_peft, load_adapters
 from .models import count_params
 from .rundir import FP32_CHECKPOINTS, RunDir
-from .runs import run_path
+from .runs import run_path, stamped
 from .tasks import task_info, write_task_info
 from .tasks.instruct import InstructTask
 from .tokenizer import Tokenizer
@@ -55,7 +54,7 @@ def create_finetune_run(cfg: RunConfig, name: str | None = None, run_dir: Path |
 
 def _default_name(cfg: RunConfig, base_dir: Path) -> str:
     lora = "-lora" if cfg.lora.rank else ""
-    return f"{base_dir.name[:40]}-{cfg.task.kind}{lora}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return stamped(base_dir.name, f"{cfg.task.kind}{lora}")
 
 
 def merge_run(run_dir: Path, which: str = "best", name: str | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,13 @@ def test_free_cores_sees_a_busy_process_on_this_machine():
     threads = free.threads()
     assert free.others >= 0.6  # the child's core (and whatever else the machine ran)
     assert threads is not None and threads <= max(1, free.cores - 1)
+
+
+def test_a_default_run_name_carries_one_stamp_and_a_readable_length():
+    """A fine-tune of a fine-tune of a TUI run: the bases' stamps go, the new one comes last."""
+    name = runs.stamped("gpt-python-docs-20261203-213850-classify-20261203-214532", "instruct-lora")
+    assert re.fullmatch(r"gpt-python-docs-classify-instruct-lora-\d{8}-\d{6}", name)
+    assert re.fullmatch(r"x{40}-classify-\d{8}-\d{6}", runs.stamped("x" * 100, "classify"))
+    cfg = RunConfig()
+    cfg.data.corpus = "my novel.txt"
+    assert re.fullmatch(r"gpt-my-novel-\d{8}-\d{6}", runs.default_run_name(cfg))
