@@ -76,6 +76,9 @@ def resolve_run(name_or_path: str | Path) -> Path:
     return path
 
 
+STAMP = r"-\d{8}-\d{6}(?=-|$)"  # the time stamp in a default run name
+
+
 def default_run_name(cfg: RunConfig) -> str:
     corpus = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data.corpus).stem or "corpus").strip("-")[:24] or "corpus"
     return stamped(f"{cfg.model.kind}-{corpus}")
@@ -86,9 +89,6 @@ def stamped(stem: str, suffix: str = "") -> str:
     characters (a fine-tune of gpt-docs-20261203-213850 is gpt-docs-classify-<its own stamp>), so names
     stay short enough to read whole in a picker."""
     return "-".join(p for p in (re.sub(STAMP, "", stem)[:40], suffix, time.strftime("%Y%m%d-%H%M%S")) if p)
-
-
-STAMP = r"-\d{8}-\d{6}(?=-|$)"  # the time stamp in a default run name
 
 
 def create_run(cfg: RunConfig, name: str | None = None, run_dir: Path | None = None,

@@ -1,6 +1,6 @@
 """Messages the tabs exchange. A tab posts one; it bubbles to the app, which records the choice in its
-shared reactive state (SmallGPTApp.corpus, .tokenizer_path, .val_ratio, .active_run, .run_states) and the settings file.
-Other tabs watch that state instead of listening to each other.
+shared reactive state (SmallGPTApp.corpus, .tokenizer_path, .val_ratio, .active_run, .run_states) and the
+settings file. Other tabs watch that state instead of listening to each other.
 
 Every message in tui/ is a dataclass subclass of Message (Message.__post_init__ initializes it), declared
 at module level beside the widget that posts it, or here when the app handles it.
