@@ -5,12 +5,15 @@ same checkpoint and conversation."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from textual.widgets import Input, Select
 
 from benchmarks.finetune_runs import write_chat_data, write_classify_data
 from tests.tui.pilot_helpers import notes, settle, wait_for
 from benchmarks.tiny_run import make_tiny_run
+from engine.decode_process import Batch
 from tui.app import SmallGPTApp
 from tui.tabs.generate import GenerateTab
 from tui.tabs.train import TrainTab
@@ -78,7 +81,7 @@ async def test_classify_fine_tune_with_lora_then_classify_a_text(home):
     assert all(abs(bars.probs[k] - expected[k]) < 1e-5 for k in expected)
 
 
-async def test_instruct_fine_tune_then_a_two_turn_chat(home):
+async def test_instruct_fine_tune_then_a_two_turn_chat(home, monkeypatch):
     base = make_tiny_run(home, model={"block_size": 96})
     data = write_chat_data(home)
     app = SmallGPTApp()
@@ -117,6 +120,24 @@ async def test_instruct_fine_tune_then_a_two_turn_chat(home):
         assert "ctrl+t" in said()
         assert [m["role"] for m in gen.streams.chats[0]] == ["user", "assistant"]
         assert gen.streams.chats[1] == []  # the failed side's turn is not left without its reply
+
+        def endless(request, cancelled):  # a reply that goes on until Escape, then ends as the child's does
+            count = 0
+            while not cancelled():
+                count += 1
+                yield Batch([("x", 0.5)], count, 0.01 * count, final=False)
+                time.sleep(0.01)
+            yield Batch([], count, 0.01 * count, final=True)
+
+        monkeypatch.setattr(gen.streams.decoder, "stream", endless)  # Escape while the fp32 side streams
+        prompt.value = "who sat on the log"
+        prompt.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: gen.query_one("#out-a", TokenStream).token_count > 0, what="the fp32 side")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not gen.running, what="the stop")
+        assert [m["role"] for m in gen.streams.chats[0]] == ["user", "assistant"] * 2  # as much as was shown
+        assert gen.streams.chats[1] == []  # the int8 side's turn never came
 
     from engine.checkpoint import load_model
     from engine.sampler import SamplingConfig, generate_text

@@ -178,6 +178,8 @@ class StreamView(ReportsWorkerErrors, Horizontal):
         if self._discard:  # the view was reset meanwhile: its status is already said
             self._discard = False
             message.stop()
+        else:
+            self._drop_unanswered("stopped before this side's turn")
 
     def on_unmount(self) -> None:
         self.decoder.close()  # the app is exiting: its decode process goes with it
@@ -186,7 +188,12 @@ class StreamView(ReportsWorkerErrors, Horizontal):
         # ReportsWorkerErrors reports the error (Textual calls each class's handler along the MRO).
         if event.state == WorkerState.ERROR and event.worker is self._worker:
             self.running = self._discard = False
-            for side in self._replies:  # a chat side that failed (an A/B's missing int8): its user turn had
-                self.chats[side].pop()  # no reply, so the conversation goes on without it
-                self.side(side).append_text("(no reply: see the note)\n", "dim")
-            self._replies = {}
+            self._drop_unanswered("no reply: see the note")
+
+    def _drop_unanswered(self, why: str) -> None:
+        """A chat side whose reply never ended (an A/B's int8 side that failed, or was not reached before
+        Escape): the conversation goes on without that user turn, and the pane says why."""
+        for side in self._replies:
+            self.chats[side].pop()
+            self.side(side).append_text(f"({why})\n", "dim")
+        self._replies = {}
