@@ -8,9 +8,8 @@
 benchmarks/finetune_runs.py), one turn streaming its reply; the CLI generates from the same rendered prompt.
 
 The tab decodes in the app's decode process (engine.decode_process), as a user's does; the tab's clock starts
-once that process has started and loaded the model, as the CLI's starts after its load. The CLI runs with
-torch's threads at cores - 1, as the decode process has them: on a quiet machine that changes little, but
-beside a busy process the CLI on all cores slowed 3-4x, and the ratio would measure that instead.
+once that process has started and loaded the model, as the CLI's starts after its load. Both run torch on
+cores - 1 threads (engine.process.share_cpu).
 
 The model has the `tiny` preset's shape (4 layers, 4 heads, 128 wide, block 64), seed-initialised, with
 end-of-text suppressed so every stream runs its full length (benchmarks/tiny_run.py). The app runs headless
@@ -45,8 +44,7 @@ PROMPT = "the cat"
 
 
 def _cli_tokens_per_s(home: Path, run: Path, tokens: int, prompt: str) -> float:
-    # torch's threads as the tab's decode process has them (engine.process.share_cpu_with_ui), unless set.
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) - 1)), **os.environ, "SMALLGPT_HOME": str(home)}
+    env = {**os.environ, "SMALLGPT_HOME": str(home)}
     out = subprocess.run([sys.executable, "-m", "tui.cli", "generate", str(run), "--max-new-tokens", str(tokens),
                           "--prompt", prompt, "--seed", "0", "--json"],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)

@@ -1,7 +1,7 @@
 """The decode process's side of engine.decode_process: read requests from the pipe, stream each one's tokens
 back in batches, stop at a cancel, exit when the pipe closes.
 
-torch's threads are capped at cores - 1 (engine.process.share_cpu_with_ui): a one-token step runs on one
+torch's threads are capped at cores - 1 (engine.process.share_cpu): a one-token step runs on one
 thread anyway, and the UI process needs a core to paint what arrives.
 """
 
@@ -17,7 +17,7 @@ from .checkpoint import ModelCache
 from .decode_process import CANCEL, FLUSH_INTERVAL, Batch, DecodeRequest, Failed, Loaded
 from .errors import SmallGPTError
 from .paths import log_path
-from .process import share_cpu_with_ui
+from .process import share_cpu
 from .sampler import SamplingConfig, generate
 from .tasks.instruct import prompt_text
 
@@ -26,7 +26,7 @@ def serve(conn: Any) -> None:
     """Answer requests until the parent closes the pipe (or goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ctrl+c in the terminal is the parent's to handle
     _off_the_terminal()
-    share_cpu_with_ui()
+    share_cpu()
     models = ModelCache()
     while True:
         try:

@@ -18,9 +18,9 @@ def load(run_dir: Path, which: str) -> tuple[Any, Any, Any]:
     """(model, RunConfig, Tokenizer) for the run's checkpoint, loaded once per version of the files."""
     global _models
     from engine.checkpoint import ModelCache
-    from engine.process import share_cpu_with_ui
+    from engine.process import share_cpu
 
-    share_cpu_with_ui()
+    share_cpu()
     with _lock:
         if _models is None:
             _models = ModelCache()

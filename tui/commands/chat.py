@@ -19,10 +19,12 @@ from tui.cli import knob_overrides
 def run(args: argparse.Namespace, console: Console) -> int:
     run_dir = resolve_run(args.run)
     from engine.checkpoint import load_model
+    from engine.process import share_cpu
     from engine.sampler import SamplingConfig, generate
     from engine.tasks import read_task_info
     from engine.tasks.instruct import prompt_text
 
+    share_cpu()  # a core left for what else runs (a training run, the UI)
     model, cfg, tokenizer = load_model(run_dir, args.checkpoint)
     if cfg.task.kind != "instruct":
         raise RunError(f"Run {run_dir} was not instruction-tuned (task {cfg.task.kind}): chat with a run from "

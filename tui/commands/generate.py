@@ -16,8 +16,10 @@ from tui.cli import knob_overrides
 def run(args: argparse.Namespace, console: Console) -> int:
     run_dir = resolve_run(args.run)  # before importing torch: a wrong name fails fast
     from engine.checkpoint import load_model
+    from engine.process import share_cpu
     from engine.sampler import SamplingConfig, generate
 
+    share_cpu()  # a core left for what else runs (a training run, the UI)
     model, _, tokenizer = load_model(run_dir, args.checkpoint)
     scfg = SamplingConfig(**knob_overrides(args, "generate").get("sample", {}))
     pieces: list[str] = []
