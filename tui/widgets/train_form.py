@@ -228,8 +228,9 @@ class TrainForm(ReportsWorkerErrors, Vertical):
 
     def _show_data_choice(self, _value: Any = None) -> None:
         app: Any = self.app
-        tok = (Path(app.tokenizer_path).name if app.tokenizer_path
-               else f"{self._base().data.tokenizer_kind} (trained with the run)")
+        data = self._base().data
+        tok = (Path(app.tokenizer_path).name if app.tokenizer_path else
+               f"{data.tokenizer_kind}{f' {data.vocab_size}' if data.vocab_size else ''} (trained with the run)")
         if base := self._raw(KNOB["task.init_from"]):  # engine.finetune takes the base's shape and tokenizer
             tok = f"shape, tokenizer and weights of {Path(base).name}"
         self.query_one("#train-data", Static).update(Text(f"corpus: {app.corpus}\ntokenizer: {tok}"))
@@ -355,11 +356,12 @@ class TrainForm(ReportsWorkerErrors, Vertical):
 
 
 def recipe_text(cfg: RunConfig) -> str:
-    """What a preset sets that the form has no field for, as config.toml keys: "also: positions=rotary
-    qk_norm=true optimizer=muon ..."; "" when nothing (min_lr is the form's own: a tenth of the lr)."""
+    """What a preset sets for the model and training that the form has no field for, as config.toml keys:
+    "also: positions=rotary qk_norm=true optimizer=muon ..."; "" when nothing (min_lr is the form's own: a
+    tenth of the lr; the tokenizer is on the form's first lines)."""
     default = RunConfig()
     shown = []
-    for table in ("model", "data", "train"):
+    for table in ("model", "train"):
         for k in knobs(type(getattr(cfg, table))):
             value = getattr(getattr(cfg, table), k.name)
             if not k.label and k.path != "train.min_lr" and value != getattr(getattr(default, table), k.name):
