@@ -40,6 +40,11 @@ class RunsListed(Message):
     runs: list[Any]  # engine.runs.RunInfo
 
 
+def run_label(run: Any) -> str:
+    """"name · status · step N"; a running run's step would be stale at once, so it has none."""
+    return f"{run.name} · {run.status}" + ("" if run.status == "running" else f" · step {run.step}")
+
+
 class RunPicker(ReportsWorkerErrors, Horizontal):
     DEFAULT_CSS = """
     RunPicker { height: 1; width: 1fr; }
@@ -100,7 +105,7 @@ class RunPicker(ReportsWorkerErrors, Horizontal):
         # The prompt is also the list's blank first row: it reads as a choice only while there is none.
         select.prompt = "pick a run" if runs else NO_RUNS
         with select.prevent(Select.Changed):  # re-listing is not a change of choice
-            select.set_options([(f"{r.name} · {r.status} · step {r.step}", str(r.path)) for r in newest_first])
+            select.set_options([(run_label(r), str(r.path)) for r in newest_first])
         if active in self._paths and active != self._last_active:
             self._last_active = active
             select.value = active
