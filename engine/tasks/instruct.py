@@ -124,7 +124,8 @@ class InstructTask(Task):
                 need = min(t.index(True) if True in t else len(t) for _, t in encoded)  # the first response token's index
                 raise CorpusError(f"Every {name} record's prompt is longer than the base's block size "
                                   f"({cfg.model.block_size} tokens; the shortest needs {need}): fine-tune a run "
-                                  f"trained with --block-size {need} or more, or shorten the records.")
+                                  f"trained with a block size of {need} or more (--block-size), or shorten the "
+                                  f"records.")
             self.split[name] = seqs
         self.order = {n: sorted(range(len(s)), key=lambda i: len(s[i][0])) for n, s in self.split.items()}
 

@@ -121,7 +121,7 @@ def test_prompts_longer_than_the_block_name_the_block_size_they_need(base, home)
     tokenizer = ckpt.load_model(home / "checkpoints" / "base", "latest")[2]
     prompt = len(prompt_text(TEMPLATES["alpaca"], messages_of(records[0])[:1]))  # a char tokenizer: chars = tokens
     cfg.model.block_size = prompt - 1  # the window ends before the first response token
-    with pytest.raises(CorpusError, match=f"shortest needs {prompt}\\): fine-tune a run trained with --block-size {prompt}"):
+    with pytest.raises(CorpusError, match=f"shortest needs {prompt}\\): fine-tune a run trained with a block size of {prompt} or more"):
         make_task(cfg, tokenizer, run_dir)
     cfg.model.block_size = prompt  # the first response token is the last target: the records train
     assert all(len(seqs) for seqs in make_task(cfg, tokenizer, run_dir).split.values())
