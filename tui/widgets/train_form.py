@@ -335,7 +335,7 @@ class TrainForm(ReportsWorkerErrors, Vertical):
 
     def _apply_preset(self, name: str) -> None:
         self._preset = name
-        cfg = preset(name)
+        cfg = self._base()
         for k in FIELDS:
             value = getattr(getattr(cfg, k.table), k.name)
             self.query_one(f"#{field_id(k)}").value = str(value)  # type: ignore[attr-defined]
